@@ -331,41 +331,41 @@ impl Walk {
         let mut complete = true;
         for (i, item) in items.iter().enumerate() {
             let path = format!("routes[{i}]");
-            match self.route(item, &path) {
-                Some(route) => {
-                    if let Some(first_line) = seen.get(&route.host) {
-                        self.error(
-                            item.pos,
-                            &format!("{path}.host"),
-                            format!(
-                                "duplicate host `{}`; it is already a route at line {first_line}",
-                                route.host
-                            ),
-                            Some(
-                                "merge the two routes into one (list several `matches` entries)"
-                                    .into(),
-                            ),
-                        );
-                        complete = false;
-                    } else {
-                        seen.insert(route.host.clone(), route.line);
-                        routes.push(route);
-                    }
+            let (host, route) = self.route(item, &path);
+            // Duplicates are checked on every host that parsed, even when the rest of its
+            // route did not, so one run reports them all.
+            if let Some((host, pos)) = host {
+                if let Some(first_line) = seen.get(&host) {
+                    self.error(
+                        pos,
+                        &format!("{path}.host"),
+                        format!("duplicate host `{host}`; it is already a route at line {first_line}"),
+                        Some("merge the two routes into one (list several `matches` entries)".into()),
+                    );
+                    complete = false;
+                    continue;
                 }
+                seen.insert(host, pos.line);
+            }
+            match route {
+                Some(route) => routes.push(route),
                 None => complete = false,
             }
         }
         complete.then_some(routes)
     }
 
-    fn route(&mut self, node: &Node, path: &str) -> Option<Route> {
+    /// One route, and its host (with the host value's position) whenever the host parsed.
+    fn route(&mut self, node: &Node, path: &str) -> (Option<(HostPattern, Pos)>, Option<Route>) {
         let known = ["host", "auth", "matches", "git", "tls", "tcp"];
-        let fields = self.mapping(
+        let Some(fields) = self.mapping(
             node,
             path,
             &known,
             Some("a route is a mapping such as `{host: example.com}`"),
-        )?;
+        ) else {
+            return (None, None);
+        };
         let errors_before = self.diagnostics.len();
 
         let host = match fields.get("host") {
@@ -426,19 +426,23 @@ impl Walk {
             }
         }
 
-        let (host_pos, _) = fields.get("host")?;
+        let host = host.zip(fields.get("host").map(|(_, value)| value.pos));
         if self.diagnostics.len() > errors_before {
-            return None;
+            return (host, None);
         }
-        Some(Route {
-            host: host?,
-            auth,
-            matches,
-            git,
-            tls: tls?,
-            tcp,
-            line: host_pos.line,
-        })
+        let route = match (&host, tls) {
+            (Some((pattern, pos)), Some(tls)) => Some(Route {
+                host: pattern.clone(),
+                auth,
+                matches,
+                git,
+                tls,
+                tcp,
+                line: pos.line,
+            }),
+            _ => None,
+        };
+        (host, route)
     }
 
     fn host(&mut self, node: &Node, path: &str) -> Option<HostPattern> {
@@ -660,8 +664,9 @@ impl Walk {
                     {
                         Ok(re) => PathRule::Regex(re),
                         Err(e) => {
-                            let detail =
-                                e.to_string().lines().last().unwrap_or_default().to_owned();
+                            let rendered = e.to_string();
+                            let last = rendered.lines().last().unwrap_or_default();
+                            let detail = last.trim_start_matches("error: ").to_owned();
                             self.error(
                                 value.pos,
                                 &vp,
