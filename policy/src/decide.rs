@@ -281,7 +281,8 @@ impl Policy {
                 Some(route),
             );
         }
-        if req.method == "TRACE" {
+        // Some servers read methods case-insensitively, so `trace` is TRACE too.
+        if req.method.eq_ignore_ascii_case("TRACE") {
             return deny(
                 ReasonCode::TraceDenied,
                 "TRACE is always denied: it would echo injected credentials back to the client"
@@ -303,7 +304,9 @@ impl Policy {
         }
         let (path, query) = req.target.split_once('?').unwrap_or((req.target, ""));
         let decoded = decode_for_checks(path);
-        if decoded.split('/').any(|seg| seg == "." || seg == "..") {
+        // `..;x` is `..` to servlet containers, which drop `;` path parameters.
+        let dot_segment = |seg: &str| matches!(seg.split(';').next(), Some("." | ".."));
+        if decoded.split('/').any(dot_segment) {
             return deny(
                 ReasonCode::PathNotCanonical,
                 format!(
