@@ -8,11 +8,14 @@ fn repo_root() -> PathBuf {
 }
 
 fn check(file: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bottleneck"))
+    let run = Command::new(env!("CARGO_BIN_EXE_bottleneck"))
         .args(["policy", "check"])
         .arg(repo_root().join(file))
-        .output()
-        .expect("run bottleneck")
+        .output();
+    match run {
+        Ok(output) => output,
+        Err(e) => panic!("cannot run bottleneck: {e}"),
+    }
 }
 
 #[test]

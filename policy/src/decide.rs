@@ -303,7 +303,16 @@ impl Policy {
             );
         }
         let (path, query) = req.target.split_once('?').unwrap_or((req.target, ""));
-        let decoded = decode_for_checks(path);
+        let Some(decoded) = decode_for_checks(path) else {
+            return deny(
+                ReasonCode::PathNotCanonical,
+                format!(
+                    "path `{path}` is percent-encoded more deeply than any client would; request the decoded path"
+                ),
+                Some(host),
+                Some(route),
+            );
+        };
         // `..;x` is `..` to servlet containers, which drop `;` path parameters.
         let dot_segment = |seg: &str| matches!(seg.split(';').next(), Some("." | ".."));
         if decoded.split('/').any(dot_segment) {
@@ -349,8 +358,12 @@ impl Policy {
                 .any(|m| entry_holds(m, req.method, path, req.headers));
         if !allowed_by_git && !allowed_by_matches {
             let message = format!(
-                "{} {path} on `{host}` matches none of the `matches` entries of the route `{}` at line {}; to allow it add an entry such as:\n  - {{methods: [{}], paths: [{{type: exact, value: \"{path}\"}}]}}",
-                req.method, route.host, route.line, req.method
+                "{} {path} on `{host}` matches none of the `matches` entries of the route `{}` at line {}; to allow it add an entry such as:\n  - {{methods: [{}], paths: [{{type: exact, value: {}}}]}}",
+                req.method,
+                route.host,
+                route.line,
+                req.method,
+                yaml_quote(path)
             );
             return deny(ReasonCode::NoMatch, message, Some(host), Some(route));
         }
@@ -382,7 +395,7 @@ fn port_message(req: &Request<'_>, host: &str, route: &Route) -> String {
         req.kind.as_str().to_uppercase(),
         req.port,
         req.kind.as_str().to_uppercase(),
-        if route.tcp.is_empty() {
+        if route.tcp.is_empty() && req.port != HTTP_PORT && req.port != HTTPS_PORT {
             format!(
                 "; for raw TCP add `tcp: [{}]` to the route `{}` at line {}",
                 req.port, route.host, route.line
@@ -391,6 +404,22 @@ fn port_message(req: &Request<'_>, host: &str, route: &Route) -> String {
             String::new()
         }
     )
+}
+
+/// `text` as a YAML double-quoted scalar, so a suggested policy line pastes correctly.
+fn yaml_quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn allow<'p>(host: &str, route: &'p Route, auth: Option<&'p Auth>) -> Decision<'p> {
@@ -441,18 +470,22 @@ fn entry_holds(entry: &Match, method: &str, path: &str, headers: &[(&str, &[u8])
 
 /// The path as an upstream might see it, for the traversal and git checks only: percent
 /// escapes decoded (repeatedly, against double encoding), backslashes as slashes,
-/// lowercased. Matching itself uses the raw path.
-fn decode_for_checks(path: &str) -> String {
+/// lowercased. Matching itself uses the raw path. `None` when the path is encoded more
+/// deeply than any client would: it is refused rather than guessed at.
+fn decode_for_checks(path: &str) -> Option<String> {
     let mut current = path.to_owned();
-    for _ in 0..3 {
+    for _ in 0..MAX_DECODE_ROUNDS {
         let next = percent_decode(&current);
         if next == current {
-            break;
+            return Some(current.replace('\\', "/").to_ascii_lowercase());
         }
         current = next;
     }
-    current.replace('\\', "/").to_ascii_lowercase()
+    None
 }
+
+/// Paths still changing after this many rounds of percent-decoding are refused outright.
+const MAX_DECODE_ROUNDS: usize = 4;
 
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
@@ -483,6 +516,14 @@ enum GitService {
 
 /// Which git smart-HTTP service a request belongs to, from its decoded path and raw query.
 fn git_service(decoded_path: &str, query: &str) -> Option<GitService> {
+    // Servlet containers drop `;` path parameters and many routers ignore a trailing
+    // slash, so `git-receive-pack;x` and `git-receive-pack/` reach the service too.
+    let segments: Vec<&str> = decoded_path
+        .split('/')
+        .map(|seg| seg.split_once(';').map_or(seg, |(name, _)| name))
+        .collect();
+    let joined = segments.join("/");
+    let decoded_path = joined.trim_end_matches('/');
     if decoded_path.ends_with("/git-receive-pack") {
         return Some(GitService::ReceivePack);
     }
@@ -519,4 +560,84 @@ pub(crate) fn describe_match(m: &Match) -> String {
         parts.push(format!("header {}: {}", h.name, h.value));
     }
     parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(yaml: &str) -> Policy {
+        Policy::from_yaml(yaml, "t.yaml").unwrap()
+    }
+
+    #[test]
+    fn paths_encoded_more_deeply_than_the_decode_bound_are_refused() {
+        let p = policy("version: 1\nroutes:\n  - host: a.example\n");
+        let mut dots = "..".to_owned();
+        for _ in 0..MAX_DECODE_ROUNDS + 1 {
+            dots = dots.replace('%', "%25").replace('.', "%2e");
+        }
+        let target = format!("/v1/{dots}/admin");
+        let d = p.decide(&Request::http(
+            Kind::Https,
+            "a.example",
+            443,
+            "GET",
+            &target,
+            &[],
+        ));
+        assert_eq!(d.code, ReasonCode::PathNotCanonical, "{target}");
+        let ok = p.decide(&Request::http(
+            Kind::Https,
+            "a.example",
+            443,
+            "GET",
+            "/v1/%41",
+            &[],
+        ));
+        assert!(ok.is_allowed());
+    }
+
+    #[test]
+    fn the_suggested_match_entry_quotes_odd_paths_so_it_pastes_into_yaml() {
+        let base =
+            "version: 1\nroutes:\n  - host: a.example\n    matches:\n      - methods: [HEAD]\n";
+        let path = r#"/q"uote\back"#;
+        let original = policy(base);
+        let denied = original.decide(&Request::http(
+            Kind::Https,
+            "a.example",
+            443,
+            "GET",
+            path,
+            &[],
+        ));
+        assert_eq!(denied.code, ReasonCode::NoMatch);
+        let suggestion = denied
+            .message
+            .lines()
+            .last()
+            .unwrap()
+            .trim_start_matches("  ");
+        let fixed = policy(&format!("{base}      {suggestion}\n"));
+        let allowed = fixed.decide(&Request::http(
+            Kind::Https,
+            "a.example",
+            443,
+            "GET",
+            path,
+            &[],
+        ));
+        assert!(allowed.is_allowed(), "{suggestion}");
+    }
+
+    #[test]
+    fn tls_on_port_80_is_not_told_to_add_a_tcp_port_the_loader_would_reject() {
+        let p = policy("version: 1\nroutes:\n  - host: a.example\n");
+        let d = p.decide(&Request::tls("a.example", 80));
+        assert_eq!(d.code, ReasonCode::PortNotAllowed);
+        assert!(!d.message.contains("tcp: [80]"), "{}", d.message);
+        let d = p.decide(&Request::tls("a.example", 8443));
+        assert!(d.message.contains("tcp: [8443]"), "{}", d.message);
+    }
 }

@@ -66,6 +66,13 @@ pub fn normalize_name(raw: &str) -> Result<String, HostError> {
     {
         return Err(HostError::HasPort(raw.to_owned()));
     }
+    // A URL contains `:`, which would otherwise make it look like a malformed IPv6 address.
+    if raw.contains("://") {
+        return Err(HostError::Invalid(
+            raw.to_owned(),
+            "it is a URL; write only the host name",
+        ));
+    }
     if looks_like_ip(raw) {
         return Err(HostError::MalformedIp(raw.to_owned()));
     }

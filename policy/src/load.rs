@@ -51,8 +51,10 @@ pub(crate) fn load_file(path: &Path) -> Result<Policy, LoadError> {
         Ok(text) => load_str(&text, &name),
         Err(e) => {
             let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-            let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-            let column = valid.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+            let valid = std::str::from_utf8(valid).unwrap_or_default();
+            let line = valid.matches('\n').count() + 1;
+            // Columns count characters, as in every other diagnostic.
+            let column = valid.chars().rev().take_while(|&c| c != '\n').count() + 1;
             Err(LoadError::Invalid {
                 file: name,
                 diagnostics: vec![Diagnostic {
@@ -130,11 +132,12 @@ impl Walk {
 
     fn type_error(&mut self, node: &Node, path: &str, expected: &str, hint: Option<String>) {
         let found = node.value.type_name();
+        let hint = hint.unwrap_or_else(|| format!("write {expected} here"));
         self.error(
             node.pos,
             path,
             format!("expected {expected}, found {found}"),
-            hint,
+            Some(hint),
         );
     }
 
@@ -180,7 +183,8 @@ impl Walk {
         match &node.value {
             Value::Seq(items) => Some(items),
             _ => {
-                self.type_error(node, path, &format!("a list of {what}"), None);
+                let hint = "write a list: `[a, b]`, or one `- item` per line".to_owned();
+                self.type_error(node, path, &format!("a list of {what}"), Some(hint));
                 None
             }
         }
@@ -214,7 +218,8 @@ impl Walk {
                 None
             }
             _ => {
-                self.type_error(node, path, "a string", None);
+                let hint = "write a single value here, not a list or a mapping".to_owned();
+                self.type_error(node, path, "a string", Some(hint));
                 None
             }
         }
@@ -226,7 +231,8 @@ impl Walk {
         {
             return Some(text.eq_ignore_ascii_case("true"));
         }
-        self.type_error(node, path, "true or false", None);
+        let hint = "write `true` or `false`, without quotes".to_owned();
+        self.type_error(node, path, "true or false", Some(hint));
         None
     }
 
@@ -247,7 +253,8 @@ impl Walk {
             self.error(node.pos, path, format!("`{text}` is out of range"), None);
             return None;
         }
-        self.type_error(node, path, "a whole number", None);
+        let hint = "write the number without quotes".to_owned();
+        self.type_error(node, path, "a whole number", Some(hint));
         None
     }
 
@@ -339,8 +346,12 @@ impl Walk {
                     self.error(
                         pos,
                         &format!("{path}.host"),
-                        format!("duplicate host `{host}`; it is already a route at line {first_line}"),
-                        Some("merge the two routes into one (list several `matches` entries)".into()),
+                        format!(
+                            "duplicate host `{host}`; it is already a route at line {first_line}"
+                        ),
+                        Some(
+                            "merge the two routes into one (list several `matches` entries)".into(),
+                        ),
                     );
                     complete = false;
                     continue;
@@ -465,7 +476,14 @@ impl Walk {
                         "a host is a DNS name such as `api.example.com` (no scheme, path or spaces)".to_owned()
                     }
                 };
-                self.error(node.pos, path, format!("invalid host: {e}"), Some(hint));
+                let message = match e {
+                    // Show what was written; the address alone hides the odd spelling.
+                    HostError::IpLiteral(ip) => {
+                        format!("invalid host: `{raw}` is an IP address ({ip}), not a name")
+                    }
+                    e => format!("invalid host: {e}"),
+                };
+                self.error(node.pos, path, message, Some(hint));
                 None
             }
         }
@@ -750,7 +768,12 @@ impl Walk {
             };
             let (Some((_, name)), Some((_, value))) = (fields.get("name"), fields.get("value"))
             else {
-                self.error(item.pos, &p, "a header needs both `name` and `value`", None);
+                self.error(
+                    item.pos,
+                    &p,
+                    "a header needs both `name` and `value`",
+                    Some("e.g. `{name: anthropic-version, value: \"2023-06-01\"}`".into()),
+                );
                 continue;
             };
             let (np, vp) = (join(&p, "name"), join(&p, "value"));
@@ -764,7 +787,7 @@ impl Walk {
                     name.pos,
                     &np,
                     format!("`{name_text}` is not a valid header name"),
-                    None,
+                    Some("a header name is one word of letters, digits and `-`, e.g. `anthropic-version`".into()),
                 );
                 continue;
             }
@@ -776,7 +799,7 @@ impl Walk {
                     value.pos,
                     &vp,
                     "header values cannot contain line breaks or NUL",
-                    None,
+                    Some("write the value on one line".into()),
                 );
                 continue;
             }
