@@ -1,7 +1,24 @@
-//! The bottleneck gateway (sidecar).
+//! The bottleneck gateway (sidecar): everything between the agent's packets and the
+//! upstream, as a stack of layers, each testable alone:
 //!
-//! Nothing is implemented here yet: this crate is a placeholder in the workspace layout of
-//! DESIGN.md section 2. The gateway issue fills it with the nftables redirects, the
-//! transparent TLS/HTTP listeners, interception, credential injection and the audit log,
-//! all deciding through `bottleneck_policy::Policy::decide`. It ships no binary until then,
-//! so nothing can be mistaken for a working gateway.
+//! * [`firewall`]: nftables redirects of the agent's TCP 80/443 (and `tcp` rule ports) to
+//!   the listeners; everything else from the agent interface rejected fast.
+//! * [`listen`]: accept -> original destination -> ClientHello -> policy on the SNI ->
+//!   intercept (or splice a passthrough route).
+//! * [`tls`]: the bottle CA, leaf certificates minted per SNI (cached), the ClientHello peek.
+//! * [`proxy`]: per request: authority = SNI, policy, credentials, forward, and
+//!   [`proxy::rescue`], the one place refusals become responses.
+//! * [`upstream`]: resolve the checked name, vet every address, dial a vetted one.
+//! * [`audit`]: one JSON line per decision.
+//!
+//! Every decision goes through `bottleneck_policy::Policy::decide`.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod config;
+pub mod firewall;
+pub mod listen;
+pub mod proxy;
+pub mod state;
+pub mod tls;
+pub mod upstream;

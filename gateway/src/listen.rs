@@ -1,0 +1,311 @@
+//! The transparent listeners: accept -> identify (original destination, ClientHello) ->
+//! decide (the policy on the SNI) -> serve (intercept and hand requests to [`Proxy`], or
+//! splice a passthrough route). Each stage has a timeout; connections are bounded.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bottleneck_policy::host::{HostError, normalize_name};
+use bottleneck_policy::{Kind, Request as PolicyRequest, TlsMode};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::LazyConfigAcceptor;
+
+use crate::audit::Record;
+use crate::firewall::sockopt::original_dst;
+use crate::proxy::{ConnInfo, Proxy, Refusal};
+use crate::tls::client_hello::peek_client_hello;
+use crate::tls::mint::LeafCache;
+use crate::upstream::Upstream;
+
+/// How long a client may take to send its ClientHello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the agent-side TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest request head accepted.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The most header fields in one request head.
+const MAX_HEADERS: usize = 128;
+
+/// Everything a listener needs.
+pub struct Listeners {
+    /// The HTTP handler.
+    pub proxy: Arc<Proxy>,
+    /// Upstream resolution and dialing (for passthrough splices).
+    pub upstream: Arc<Upstream>,
+    /// Minted leaf certificates.
+    pub leaves: Arc<LeafCache>,
+    /// Bound on concurrent agent connections across listeners.
+    pub connections: Arc<Semaphore>,
+}
+
+impl Listeners {
+    /// Accept intercepted TLS connections forever.
+    pub async fn serve_tls(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let Some((stream, client, permit)) = self.accept(&listener).await else {
+                continue;
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.tls_connection(stream, client).await;
+                drop(permit);
+            });
+        }
+    }
+
+    /// Accept plain HTTP connections forever.
+    pub async fn serve_http(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let Some((stream, client, permit)) = self.accept(&listener).await else {
+                continue;
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.http_connection(stream, client).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn accept(
+        &self,
+        listener: &TcpListener,
+    ) -> Option<(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
+        let permit = self.connections.clone().acquire_owned().await.ok()?;
+        match listener.accept().await {
+            Ok((stream, client)) => {
+                // Nagle plus delayed ACKs would add ~40 ms per exchange (DESIGN.md section 7).
+                let _ = stream.set_nodelay(true);
+                Some((stream, client, permit))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                // Out of descriptors or similar: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                None
+            }
+        }
+    }
+
+    async fn tls_connection(&self, stream: TcpStream, client: SocketAddr) {
+        let started = Instant::now();
+        let mut record = Record {
+            kind: Kind::Tls.as_str(),
+            client: Some(client),
+            ..Record::default()
+        };
+        let original = match original_dst(&stream) {
+            Ok(addr) => addr,
+            Err(e) => {
+                tracing::warn!(error = %e, %client, "no original destination; closing");
+                return;
+            }
+        };
+        record.original_dst = Some(original);
+        let hello = match peek_client_hello(&stream, HELLO_TIMEOUT).await {
+            Ok(hello) => hello,
+            Err(e) => {
+                self.deny_connection(record, "bad_client_hello", started, &e.to_string());
+                return;
+            }
+        };
+        record.sni = hello.sni.clone();
+        if hello.has_ech {
+            self.deny_connection(
+                record,
+                "ech_refused",
+                started,
+                "encrypted ClientHello hides the server name",
+            );
+            return;
+        }
+        let Some(sni) = hello.sni.clone() else {
+            self.deny_connection(
+                record,
+                "no_sni",
+                started,
+                "the ClientHello names no server (SNI)",
+            );
+            return;
+        };
+        let name = match normalize_name(&sni) {
+            Ok(name) => name,
+            Err(HostError::IpLiteral(_)) => {
+                self.deny_connection(record, "ip_literal", started, "the SNI is an IP address");
+                return;
+            }
+            Err(_) => {
+                self.deny_connection(
+                    record,
+                    "invalid_host",
+                    started,
+                    "the SNI is not a valid name",
+                );
+                return;
+            }
+        };
+        let snapshot = self.proxy.policy().current();
+        let decision = snapshot
+            .policy
+            .decide(&PolicyRequest::tls(&name, original.port()));
+        record.host = Some(name.clone());
+        record.route = decision
+            .route
+            .map(|r| format!("{} (line {})", r.host(), r.line()));
+        let passthrough = decision
+            .route
+            .is_some_and(|r| r.tls() == TlsMode::Passthrough);
+        if decision.is_allowed() && passthrough {
+            self.splice(stream, &name, original.port(), record, started)
+                .await;
+            return;
+        }
+        let tls_denial = (!decision.is_allowed()).then(|| Refusal::from_decision(&name, &decision));
+        if tls_denial.is_some() {
+            // The handshake still completes so the agent can read a 403 saying why.
+            record.decision = "deny";
+            record.reason = decision.code.as_str();
+        } else {
+            record.decision = "allow";
+            record.reason = decision.code.as_str();
+        }
+        record.duration_ms = elapsed_ms(started);
+        self.proxy.audit().write(record);
+
+        let config = match self.leaves.server_config(&name) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::error!(error = %e, host = %name, "cannot mint a certificate");
+                return;
+            }
+        };
+        let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+        let handshake = async {
+            let start = acceptor.await?;
+            start.into_stream(config).await
+        };
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, host = %name, "agent TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(host = %name, "agent TLS handshake timed out");
+                return;
+            }
+        };
+        let conn = Arc::new(ConnInfo {
+            client,
+            original_dst: original,
+            sni: Some(name),
+            tls_denial,
+        });
+        self.serve_requests(TokioIo::new(tls), conn, true).await;
+    }
+
+    async fn http_connection(&self, stream: TcpStream, client: SocketAddr) {
+        let original = match original_dst(&stream) {
+            Ok(addr) => addr,
+            Err(e) => {
+                tracing::warn!(error = %e, %client, "no original destination; closing");
+                return;
+            }
+        };
+        let conn = Arc::new(ConnInfo {
+            client,
+            original_dst: original,
+            sni: None,
+            tls_denial: None,
+        });
+        self.serve_requests(TokioIo::new(stream), conn, false).await;
+    }
+
+    async fn serve_requests<I>(&self, io: TokioIo<I>, conn: Arc<ConnInfo>, allow_h2: bool)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        // One snapshot per connection: a reload never mixes policies within it.
+        let snapshot = self.proxy.policy().current();
+        let proxy = self.proxy.clone();
+        let service =
+            service_fn(move |req| proxy.clone().handle(conn.clone(), snapshot.clone(), req));
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .max_headers(MAX_HEADERS);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEAD_BYTES as u32)
+            .max_concurrent_streams(128);
+        // Plain HTTP is HTTP/1 only: no cleartext h2 (prior knowledge or h2c upgrade).
+        let builder = if allow_h2 {
+            builder
+        } else {
+            builder.http1_only()
+        };
+        if let Err(e) = builder.serve_connection(io, service).await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
+
+    async fn splice(
+        &self,
+        mut stream: TcpStream,
+        name: &str,
+        port: u16,
+        mut record: Record,
+        started: Instant,
+    ) {
+        match self.upstream.connect_tcp(name, port).await {
+            Ok((mut upstream, addr)) => {
+                record.decision = "allow";
+                record.reason = "allowed";
+                record.upstream = Some(addr);
+                match tokio::io::copy_bidirectional(&mut stream, &mut upstream).await {
+                    Ok((up, down)) => {
+                        record.bytes_up = up;
+                        record.bytes_down = down;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "passthrough ended with an error"),
+                }
+            }
+            Err(e) => {
+                record.decision = "deny";
+                record.reason = "upstream_failed";
+                tracing::info!(error = %e, host = %name, "passthrough upstream failed");
+            }
+        }
+        record.duration_ms = elapsed_ms(started);
+        self.proxy.audit().write(record);
+    }
+
+    fn deny_connection(
+        &self,
+        mut record: Record,
+        reason: &'static str,
+        started: Instant,
+        why: &str,
+    ) {
+        tracing::info!(reason, why, "TLS connection refused");
+        record.decision = "deny";
+        record.reason = reason;
+        record.duration_ms = elapsed_ms(started);
+        self.proxy.audit().write(record);
+    }
+}
+
+fn elapsed_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

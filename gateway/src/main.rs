@@ -1,0 +1,196 @@
+//! `bottleneck-gateway`: config -> build -> spawn -> wait for a signal -> drain.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bottleneck_gateway::audit::Audit;
+use bottleneck_gateway::config::{Args, Command, listen_addr, own_addresses};
+use bottleneck_gateway::firewall::{self, FirewallConfig};
+use bottleneck_gateway::listen::Listeners;
+use bottleneck_gateway::proxy::Proxy;
+use bottleneck_gateway::state::{PolicyHandle, Snapshot};
+use bottleneck_gateway::tls::ca::BottleCa;
+use bottleneck_gateway::tls::mint::LeafCache;
+use bottleneck_gateway::upstream::{Connector, Upstream, UpstreamConfig};
+use bottleneck_policy::Policy;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Exit status for configuration problems (policy, secrets, CA, flags).
+const EXIT_CONFIG: u8 = 3;
+/// Exit status for runtime failures (firewall, sockets).
+const EXIT_RUNTIME: u8 = 1;
+
+fn fail(code: u8, what: impl std::fmt::Display) -> ExitCode {
+    eprintln!("bottleneck-gateway: {what}");
+    ExitCode::from(code)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BOTTLENECK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    if let Some(Command::CaInit { ca_dir }) = &args.command {
+        return match BottleCa::create(ca_dir) {
+            Ok(ca) => {
+                print!("{}", ca.cert_pem());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(EXIT_CONFIG, e),
+        };
+    }
+    // clap enforces these when no subcommand is given.
+    let (Some(policy_path), Some(agent_iface), Some(ca_dir)) = (
+        args.policy.clone(),
+        args.agent_iface.clone(),
+        args.ca_dir.clone(),
+    ) else {
+        return fail(
+            EXIT_CONFIG,
+            "--policy, --agent-iface and --ca-dir are required",
+        );
+    };
+
+    // Config: everything is validated before anything on the host changes.
+    let policy = match Policy::load(&policy_path) {
+        Ok(policy) => policy,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    let tcp_ports: Vec<u16> = policy
+        .routes()
+        .iter()
+        .flat_map(|r| r.tcp().iter().copied())
+        .collect();
+    let resolvers = policy.dns_upstream().to_vec();
+    let snapshot = match Snapshot::new(policy, |name| std::env::var(name).ok()) {
+        Ok(snapshot) => snapshot,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    let ca = match BottleCa::load_or_create(&ca_dir) {
+        Ok(ca) => Arc::new(ca),
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    let audit = match Audit::open(&args.audit_log) {
+        Ok(audit) => audit,
+        Err(e) => {
+            return fail(
+                EXIT_CONFIG,
+                format!("audit log {}: {e}", args.audit_log.display()),
+            );
+        }
+    };
+    let leaves = match LeafCache::try_new(ca, 10_000) {
+        Ok(leaves) => Arc::new(leaves),
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    let handle = PolicyHandle::new(snapshot);
+    let upstream_config = UpstreamConfig {
+        resolvers,
+        extra_cas: args.upstream_ca.clone(),
+        mark: args.mark,
+        own_addrs: own_addresses(),
+    };
+    let upstream = match Upstream::new(upstream_config, handle.clone()) {
+        Ok(upstream) => Arc::new(upstream),
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+
+    // Build: listeners first, so redirected traffic always has somewhere to land.
+    let (tls_listener, http_listener) = match (
+        TcpListener::bind(listen_addr(args.tls_port)).await,
+        TcpListener::bind(listen_addr(args.http_port)).await,
+    ) {
+        (Ok(tls), Ok(http)) => (tls, http),
+        (Err(e), _) | (_, Err(e)) => return fail(EXIT_RUNTIME, format!("cannot listen: {e}")),
+    };
+    let firewall_config = FirewallConfig {
+        agent_iface,
+        http_port: args.http_port,
+        tls_port: args.tls_port,
+        dns_port: args.dns_port,
+        tcp_relay_port: args.tcp_relay_port,
+        tcp_ports,
+        proxy_port: None,
+        upstream_mark: args.mark,
+    };
+    if let Err(e) = firewall::enable_forwarding().and_then(|()| firewall::apply(&firewall_config)) {
+        return fail(EXIT_RUNTIME, e);
+    }
+    let proxy = Arc::new(Proxy::new(
+        handle.clone(),
+        Connector::new(upstream.clone()),
+        audit,
+    ));
+    let listeners = Arc::new(Listeners {
+        proxy,
+        upstream,
+        leaves,
+        connections: Arc::new(tokio::sync::Semaphore::new(args.max_connections)),
+    });
+
+    // Spawn.
+    let tls_task = tokio::spawn(listeners.clone().serve_tls(tls_listener));
+    let http_task = tokio::spawn(listeners.clone().serve_http(http_listener));
+    tracing::info!(
+        tls = args.tls_port,
+        http = args.http_port,
+        "bottleneck-gateway ready"
+    );
+
+    // Wait for a signal; SIGHUP reloads.
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        let _ = firewall::remove().and_then(|()| firewall::disable_forwarding());
+        return fail(EXIT_RUNTIME, "cannot install signal handlers");
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&policy_path, &handle),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+
+    // Drain: stop accepting, give open connections a bounded time, remove the firewall.
+    tls_task.abort();
+    http_task.abort();
+    let drain = Duration::from_secs(args.drain_seconds);
+    let all = u32::try_from(args.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(drain, listeners.connections.acquire_many(all)).await;
+    // Fail closed: the table goes, and so does forwarding, or the agent would be routed out
+    // unfiltered.
+    let removed = firewall::remove().and_then(|()| firewall::disable_forwarding());
+    if let Err(e) = removed {
+        return fail(EXIT_RUNTIME, e);
+    }
+    tracing::info!("bottleneck-gateway stopped");
+    ExitCode::SUCCESS
+}
+
+fn reload(path: &std::path::Path, handle: &PolicyHandle) {
+    let loaded = Policy::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|policy| {
+            Snapshot::new(policy, |name| std::env::var(name).ok()).map_err(|e| e.to_string())
+        });
+    match loaded {
+        Ok(snapshot) => {
+            handle.replace(snapshot);
+            tracing::info!(policy = %path.display(), "policy reloaded");
+        }
+        Err(e) => {
+            tracing::error!(policy = %path.display(), error = %e, "reload refused; the previous policy stays in force")
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! The HTTP layer: one handler for every request the gateway terminates (inside intercepted
+//! TLS, or plain HTTP on port 80). It checks the authority against the SNI, asks the policy,
+//! strips and injects credentials, forwards with streaming bodies, and audits.
+//!
+//! Every refusal is built by [`rescue`], the one place that turns a cause into what the
+//! agent sees.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bottleneck_policy::host::normalize_name;
+use bottleneck_policy::{Decision, HTTP_PORT, HTTPS_PORT, Kind, Request as PolicyRequest};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+
+use crate::audit::{Audit, Record, elide_query};
+use crate::state::{PolicyHandle, Snapshot};
+use crate::upstream::{Connector, UpstreamAddr};
+
+/// The body type of every response the gateway sends.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// What the listener learnt about a connection before its first request.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The agent's address.
+    pub client: SocketAddr,
+    /// The destination the agent dialled, before redirection.
+    pub original_dst: SocketAddr,
+    /// The SNI of an intercepted TLS connection; `None` for plain HTTP.
+    pub sni: Option<String>,
+    /// Set when the TLS decision denied the SNI: every request gets this refusal.
+    pub tls_denial: Option<Refusal>,
+}
+
+/// Why the gateway refuses a request, as the agent will see it.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// HTTP status: 403 policy, 421 authority mismatch, 400 bad request, 502 upstream.
+    pub status: StatusCode,
+    /// Stable code for the `x-bottleneck-deny` header and the audit log.
+    pub code: &'static str,
+    /// The host concerned.
+    pub host: String,
+    /// The sentence for the user (includes the policy line that would allow it).
+    pub message: String,
+}
+
+impl Refusal {
+    /// A policy denial.
+    pub fn from_decision(host: &str, decision: &Decision<'_>) -> Refusal {
+        Refusal {
+            status: StatusCode::FORBIDDEN,
+            code: decision.code.as_str(),
+            host: decision.host.clone().unwrap_or_else(|| host.to_owned()),
+            message: decision.message.clone(),
+        }
+    }
+}
+
+/// Turn a refusal into the response the agent sees: plain text naming the host, the reason
+/// and the fix, plus `x-bottleneck-deny: <code>`.
+pub fn rescue(refusal: &Refusal) -> Response<Body> {
+    let text = format!(
+        "bottleneck: {} {}\nhost: {}\nreason: {}\n{}\n",
+        refusal.status.as_u16(),
+        refusal.status.canonical_reason().unwrap_or(""),
+        refusal.host,
+        refusal.code,
+        refusal.message
+    );
+    let mut response = Response::new(full(text));
+    *response.status_mut() = refusal.status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        HeaderName::from_static("x-bottleneck-deny"),
+        http::HeaderValue::from_static(refusal.code),
+    );
+    response
+}
+
+fn full(text: String) -> Body {
+    http_body_util::Full::new(Bytes::from(text))
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Headers that describe one hop and must never be forwarded (RFC 9110 section 7.6.1),
+/// plus the proxy credentials of the agent's side.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Remove hop-by-hop headers, including every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The HTTP handler shared by every connection.
+pub struct Proxy {
+    policy: PolicyHandle,
+    client: Client<Connector, Incoming>,
+    audit: Audit,
+}
+
+impl Proxy {
+    /// Build the handler around a pooled upstream client.
+    pub fn new(policy: PolicyHandle, connector: Connector, audit: Audit) -> Proxy {
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .pool_max_idle_per_host(16)
+            .set_host(true)
+            .build(connector);
+        Proxy {
+            policy,
+            client,
+            audit,
+        }
+    }
+
+    /// The policy handle (listeners take snapshots from it).
+    pub fn policy(&self) -> &PolicyHandle {
+        &self.policy
+    }
+
+    /// The audit stream.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
+    /// Handle one request of a connection. Never fails: every error becomes a response.
+    pub async fn handle(
+        self: Arc<Self>,
+        conn: Arc<ConnInfo>,
+        snapshot: Arc<Snapshot>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let started = Instant::now();
+        let kind = if conn.sni.is_some() {
+            Kind::Https
+        } else {
+            Kind::Http
+        };
+        let method = req.method().as_str().to_owned();
+        let target = req
+            .uri()
+            .path_and_query()
+            .map(|pq| pq.as_str().to_owned())
+            .unwrap_or_else(|| "/".to_owned());
+        let mut record = Record {
+            kind: kind.as_str(),
+            client: Some(conn.client),
+            original_dst: Some(conn.original_dst),
+            sni: conn.sni.clone(),
+            method: Some(method.clone()),
+            path: Some(elide_query(&target)),
+            ..Record::default()
+        };
+        let outcome = self
+            .forward(&conn, &snapshot, req, kind, &target, &mut record)
+            .await;
+        let response = match outcome {
+            Ok(response) => {
+                record.decision = "allow";
+                record.reason = "allowed";
+                response
+            }
+            Err(refusal) => {
+                record.decision = "deny";
+                record.reason = refusal.code;
+                record.host.get_or_insert_with(|| refusal.host.clone());
+                tracing::info!(host = %refusal.host, code = refusal.code, "request refused");
+                rescue(&refusal)
+            }
+        };
+        record.status = Some(response.status().as_u16());
+        record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.audit.write(record);
+        Ok(response)
+    }
+
+    async fn forward(
+        &self,
+        conn: &ConnInfo,
+        snapshot: &Snapshot,
+        req: Request<Incoming>,
+        kind: Kind,
+        target: &str,
+        record: &mut Record,
+    ) -> Result<Response<Body>, Refusal> {
+        let authority = request_authority(&req).map_err(|message| Refusal {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_authority",
+            host: conn.sni.clone().unwrap_or_default(),
+            message,
+        })?;
+        let expected_port = if kind == Kind::Https {
+            HTTPS_PORT
+        } else {
+            HTTP_PORT
+        };
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        record.host = Some(host.clone());
+        if let Some(sni) = &conn.sni {
+            let same_name = match (normalize_name(&host), normalize_name(sni)) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            };
+            let same_port = authority.port_u16().is_none_or(|p| p == expected_port);
+            if !same_name || !same_port {
+                return Err(Refusal {
+                    status: StatusCode::MISDIRECTED_REQUEST,
+                    code: "authority_mismatch",
+                    host: host.clone(),
+                    message: format!(
+                        "this TLS connection is for `{sni}`, but the request is for `{authority}`; open a separate connection for each host"
+                    ),
+                });
+            }
+        } else if authority.port_u16().is_some_and(|p| p != expected_port) {
+            return Err(Refusal {
+                status: StatusCode::MISDIRECTED_REQUEST,
+                code: "authority_mismatch",
+                host: host.clone(),
+                message: format!(
+                    "the request names port {:?} but arrived on port {expected_port}",
+                    authority.port_u16()
+                ),
+            });
+        }
+        if let Some(denial) = &conn.tls_denial {
+            return Err(denial.clone());
+        }
+
+        let header_pairs: Vec<(&str, &[u8])> = req
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes()))
+            .collect();
+        let method = req.method().as_str().to_owned();
+        let decision = snapshot.policy.decide(&PolicyRequest::http(
+            kind,
+            &host,
+            expected_port,
+            &method,
+            target,
+            &header_pairs,
+        ));
+        drop(header_pairs);
+        record.route = decision
+            .route
+            .map(|r| format!("{} (line {})", r.host(), r.line()));
+        if !decision.is_allowed() {
+            return Err(Refusal::from_decision(&host, &decision));
+        }
+        let name = decision.host.clone().unwrap_or(host);
+        record.host = Some(name.clone());
+
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::HOST);
+        if let Some(route) = decision.route
+            && route.auth().is_some()
+        {
+            // The agent's own credentials never reach a host whose credentials we inject.
+            parts.headers.remove(header::AUTHORIZATION);
+            let Some(value) = decision.auth.and_then(|auth| snapshot.authorization(auth)) else {
+                return Err(Refusal {
+                    status: StatusCode::FORBIDDEN,
+                    code: "auth_unavailable",
+                    host: name,
+                    message: "the route injects credentials but the secret is not available".into(),
+                });
+            };
+            parts.headers.insert(header::AUTHORIZATION, value);
+        }
+        let scheme = if kind == Kind::Https {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        parts.uri = Uri::builder()
+            .scheme(scheme)
+            .authority(name.as_str())
+            .path_and_query(target)
+            .build()
+            .map_err(|e| Refusal {
+                status: StatusCode::BAD_REQUEST,
+                code: "bad_target",
+                host: name.clone(),
+                message: format!("the request target cannot be forwarded: {e}"),
+            })?;
+        parts.version = Version::HTTP_11;
+        let upstream_req = Request::from_parts(parts, body);
+
+        let response = self.client.request(upstream_req).await.map_err(|e| {
+            let cause = std::error::Error::source(&e)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| e.to_string());
+            Refusal {
+                status: StatusCode::BAD_GATEWAY,
+                code: "upstream_failed",
+                host: name.clone(),
+                message: format!("the upstream could not be reached: {cause}"),
+            }
+        })?;
+        record.upstream = response.extensions().get::<UpstreamAddr>().map(|a| a.0);
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body.boxed()))
+    }
+}
+
+/// The authority a request names: the URI's (absolute-form, or h2 `:authority`) and the
+/// Host header must agree when both are present.
+fn request_authority<B>(req: &Request<B>) -> Result<Authority, String> {
+    let from_uri = req.uri().authority().cloned();
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let from_header = match (hosts.next(), hosts.next()) {
+        (None, _) => None,
+        (Some(value), None) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse::<Authority>().ok())
+                .ok_or_else(|| "the Host header is not a valid authority".to_owned())?,
+        ),
+        (Some(_), Some(_)) => return Err("the request has more than one Host header".into()),
+    };
+    match (from_uri, from_header) {
+        (Some(uri), Some(header)) if !uri.as_str().eq_ignore_ascii_case(header.as_str()) => Err(
+            format!("the request target names `{uri}` but the Host header names `{header}`"),
+        ),
+        (Some(authority), _) | (None, Some(authority)) => Ok(authority),
+        (None, None) => Err("the request names no host (no Host header)".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_by_connection_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", "keep-alive, x-secret-hop".parse().unwrap());
+        headers.insert("x-secret-hop", "1".parse().unwrap());
+        headers.insert("upgrade", "h2c".parse().unwrap());
+        headers.insert("proxy-authorization", "Basic abc".parse().unwrap());
+        headers.insert("te", "trailers".parse().unwrap());
+        headers.insert("x-keep", "1".parse().unwrap());
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn refusals_name_the_host_reason_and_code_in_body_and_header() {
+        let response = rescue(&Refusal {
+            status: StatusCode::FORBIDDEN,
+            code: "no_route",
+            host: "evil.example".into(),
+            message: "add - host: evil.example".into(),
+        });
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(response.headers()["x-bottleneck-deny"], "no_route");
+    }
+
+    #[test]
+    fn host_header_and_absolute_uri_must_agree() {
+        let req = Request::builder()
+            .uri("https://a.example/x")
+            .header("host", "b.example")
+            .body(())
+            .unwrap();
+        assert!(request_authority(&req).is_err());
+        let req = Request::builder()
+            .uri("/x")
+            .header("host", "A.example:443")
+            .body(())
+            .unwrap();
+        assert_eq!(request_authority(&req).unwrap().host(), "A.example");
+        let req = Request::builder()
+            .uri("/x")
+            .header("host", "a.example")
+            .header("host", "b.example")
+            .body(())
+            .unwrap();
+        assert!(request_authority(&req).is_err());
+        let req = Request::builder().uri("/x").body(()).unwrap();
+        assert!(request_authority(&req).is_err());
+    }
+}

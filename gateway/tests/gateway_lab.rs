@@ -1,0 +1,485 @@
+//! End to end in the lab: the real `bottleneck-gateway` in the gateway namespace, real curl
+//! in the agent namespace with no proxy variables, the wan origins counting what arrives.
+
+// Test support code may panic: a failed setup is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bottleneck_lab::addr::{ORIGIN_V4, ORIGIN_V6};
+use bottleneck_lab::{ExecOutput, GatewayMode, Host, Lab, LabProcess};
+
+const SECRET: &str = "lab-secret-7f3a9c";
+
+const POLICY: &str = r#"
+version: 1
+routes:
+  - host: allowed.test
+    matches:
+      - paths: [{type: prefix, value: /echo}]
+      - paths: [{type: exact, value: /upload}]
+        methods: [POST]
+        headers: [{name: x-client, value: agent}]
+      - paths: [{type: prefix, value: /repo.git/}]
+  - host: other.allowed.test
+    auth: {scheme: Bearer, token_ref: LAB_TOKEN}
+  - host: http.test
+  - host: private.test
+dns:
+  upstream: [198.51.100.53]
+allow_ranges: [198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32]
+"#;
+
+/// A lab with the gateway running in its gateway namespace.
+struct Bottle {
+    lab: Lab,
+    gateway: Option<LabProcess>,
+    ca_pem: PathBuf,
+    audit: PathBuf,
+}
+
+impl Bottle {
+    fn start(policy: &str) -> Bottle {
+        let lab = Lab::new(GatewayMode::Bare).unwrap();
+        let policy_path = lab.dir().join("policy.yaml");
+        std::fs::write(&policy_path, policy).unwrap();
+        let ca_dir = lab.dir().join("bottle-ca");
+        let audit = lab.dir().join("audit.jsonl");
+        let argv: Vec<String> = vec![
+            env!("CARGO_BIN_EXE_bottleneck-gateway").into(),
+            "--policy".into(),
+            policy_path.display().to_string(),
+            "--agent-iface".into(),
+            "eth1".into(),
+            "--ca-dir".into(),
+            ca_dir.display().to_string(),
+            "--upstream-ca".into(),
+            lab.ca_pem_path().display().to_string(),
+            "--audit-log".into(),
+            audit.display().to_string(),
+        ];
+        let mut gateway = lab
+            .command(Host::Gateway, &argv)
+            .env("LAB_TOKEN", SECRET)
+            .timeout(Duration::from_secs(600))
+            .spawn()
+            .unwrap();
+        if let Err(e) = gateway.wait_for_output("bottleneck-gateway ready", Duration::from_secs(20))
+        {
+            let out = gateway.kill();
+            panic!("gateway did not start: {e}\n{out:?}");
+        }
+        Bottle {
+            lab,
+            gateway: Some(gateway),
+            ca_pem: ca_dir.join("ca.pem"),
+            audit,
+        }
+    }
+
+    /// curl in the agent namespace; `-w` appends the status and HTTP version.
+    fn curl(&self, args: &[&str]) -> ExecOutput {
+        let mut argv: Vec<String> = vec![
+            "curl".into(),
+            "-sS".into(),
+            "--max-time".into(),
+            "10".into(),
+            "--cacert".into(),
+            self.ca_pem.display().to_string(),
+            "-w".into(),
+            "\n%{http_code} %{http_version}".into(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        self.lab.exec(Host::Agent, &argv).unwrap()
+    }
+
+    fn audit_text(&self) -> String {
+        std::fs::read_to_string(&self.audit).unwrap_or_default()
+    }
+}
+
+impl Drop for Bottle {
+    fn drop(&mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            let out = gateway.kill();
+            if std::thread::panicking() {
+                eprintln!("gateway output:\n{out:?}");
+            }
+        }
+    }
+}
+
+fn resolve(name: &str) -> String {
+    // The address is irrelevant to the gateway (it decides by SNI and resolves itself);
+    // it only has to be routed towards the gateway.
+    format!("{name}:443:{ORIGIN_V4}")
+}
+
+/// (status, http version, body) from the `-w` trailer.
+fn split(out: &ExecOutput) -> (u16, String, String) {
+    let text = out.stdout_str();
+    let (body, trailer) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let mut words = trailer.split_whitespace();
+    let status = words.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let version = words.next().unwrap_or_default().to_owned();
+    (status, version, body.to_owned())
+}
+
+#[test]
+fn allowed_https_is_intercepted_over_h1_and_h2_and_reaches_the_origin() {
+    if !bottleneck_lab::require_root(
+        "allowed_https_is_intercepted_over_h1_and_h2_and_reaches_the_origin",
+    ) {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    for (flag, expect_version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let before = bottle.lab.https().requests();
+        let out = bottle.curl(&[
+            flag,
+            "--resolve",
+            &resolve("allowed.test"),
+            "https://allowed.test/echo?x=1",
+        ]);
+        let (status, version, body) = split(&out);
+        assert_eq!(status, 200, "{out:?}");
+        assert_eq!(version, expect_version, "{out:?}");
+        let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(echo["path"], "/echo?x=1");
+        assert_eq!(echo["sni"], "allowed.test");
+        assert_eq!(bottle.lab.https().requests(), before + 1);
+    }
+}
+
+#[test]
+fn ipv6_destinations_are_intercepted_too() {
+    if !bottleneck_lab::require_root("ipv6_destinations_are_intercepted_too") {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    let target = format!("allowed.test:443:[{ORIGIN_V6}]");
+    let out = bottle.curl(&["-6", "--resolve", &target, "https://allowed.test/echo"]);
+    assert_eq!(split(&out).0, 200, "{out:?}");
+}
+
+#[test]
+fn plain_http_goes_through_the_same_decision() {
+    if !bottleneck_lab::require_root("plain_http_goes_through_the_same_decision") {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    let before = bottle.lab.http().requests();
+    let out = bottle.curl(&[
+        "--resolve",
+        "http.test:80:198.51.100.80",
+        "http://http.test/echo",
+    ]);
+    assert_eq!(split(&out).0, 200, "{out:?}");
+    assert_eq!(bottle.lab.http().requests(), before + 1);
+
+    let out = bottle.curl(&[
+        "--resolve",
+        "denied.test:80:198.51.100.80",
+        "http://denied.test/echo",
+    ]);
+    let (status, _, body) = split(&out);
+    assert_eq!(status, 403, "{out:?}");
+    assert!(body.contains("- host: denied.test"), "{body}");
+    assert_eq!(
+        bottle.lab.http().requests(),
+        before + 1,
+        "the origin saw the denied request"
+    );
+}
+
+#[test]
+fn a_denied_host_gets_a_readable_403_and_the_origin_sees_nothing() {
+    if !bottleneck_lab::require_root(
+        "a_denied_host_gets_a_readable_403_and_the_origin_sees_nothing",
+    ) {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    let before = bottle.lab.https().requests();
+    let out = bottle.curl(&[
+        "-i",
+        "--resolve",
+        &resolve("denied.test"),
+        "https://denied.test/echo",
+    ]);
+    let (status, _, body) = split(&out);
+    assert_eq!(status, 403, "{out:?}");
+    assert!(
+        body.to_ascii_lowercase()
+            .contains("x-bottleneck-deny: no_route"),
+        "{body}"
+    );
+    assert!(body.contains("- host: denied.test"), "{body}");
+    assert_eq!(bottle.lab.https().requests(), before);
+    let audit = bottle.audit_text();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"host\":\"denied.test\"") && l.contains("\"decision\":\"deny\"")),
+        "{audit}"
+    );
+}
+
+#[test]
+fn a_host_header_that_differs_from_the_sni_gets_421_and_reaches_no_one() {
+    if !bottleneck_lab::require_root(
+        "a_host_header_that_differs_from_the_sni_gets_421_and_reaches_no_one",
+    ) {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    let before = bottle.lab.https().requests();
+    let out = bottle.curl(&[
+        "--http1.1",
+        "--resolve",
+        &resolve("allowed.test"),
+        "-H",
+        "Host: other.allowed.test",
+        "https://allowed.test/echo",
+    ]);
+    assert_eq!(split(&out).0, 421, "{out:?}");
+    assert_eq!(bottle.lab.https().requests(), before);
+}
+
+#[test]
+fn https_without_sni_or_by_ip_is_refused() {
+    if !bottleneck_lab::require_root("https_without_sni_or_by_ip_is_refused") {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    let before = bottle.lab.https().requests();
+    let out = bottle.curl(&["-k", &format!("https://{ORIGIN_V4}/echo")]);
+    assert!(!out.success(), "a connection by IP must fail: {out:?}");
+    assert_eq!(bottle.lab.https().requests(), before);
+    assert!(bottle.audit_text().contains("\"reason\":\"no_sni\""));
+}
+
+#[test]
+fn credentials_are_injected_replacing_the_agents_and_never_logged() {
+    if !bottleneck_lab::require_root(
+        "credentials_are_injected_replacing_the_agents_and_never_logged",
+    ) {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    let out = bottle.curl(&[
+        "--resolve",
+        &resolve("other.allowed.test"),
+        "-H",
+        "Authorization: Bearer agent-made-this-up",
+        "https://other.allowed.test/echo",
+    ]);
+    assert_eq!(split(&out).0, 200, "{out:?}");
+    let last = bottle.lab.https().last().unwrap();
+    assert_eq!(
+        last.header("authorization"),
+        Some(format!("Bearer {SECRET}").as_str())
+    );
+    assert!(!format!("{:?}", last.header_all("authorization")).contains("agent-made-this-up"));
+    let audit = bottle.audit_text();
+    assert!(!audit.contains(SECRET), "the audit log holds the secret");
+    assert!(!audit.is_empty());
+}
+
+#[test]
+fn routes_without_auth_forward_no_injected_credentials() {
+    if !bottleneck_lab::require_root("routes_without_auth_forward_no_injected_credentials") {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    let out = bottle.curl(&[
+        "--resolve",
+        &resolve("allowed.test"),
+        "https://allowed.test/echo",
+    ]);
+    assert_eq!(split(&out).0, 200, "{out:?}");
+    assert_eq!(
+        bottle.lab.https().last().unwrap().header("authorization"),
+        None
+    );
+}
+
+#[test]
+fn methods_paths_and_headers_decide_exactly_as_the_policy_says() {
+    if !bottleneck_lab::require_root("methods_paths_and_headers_decide_exactly_as_the_policy_says")
+    {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    let r = resolve("allowed.test");
+    let cases: [(&[&str], u16); 5] = [
+        (&["https://allowed.test/admin"], 403),
+        (
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "x-client: agent",
+                "https://allowed.test/upload",
+            ],
+            200,
+        ),
+        (&["-X", "POST", "https://allowed.test/upload"], 403),
+        (
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                "x-client: agent",
+                "https://allowed.test/upload",
+            ],
+            403,
+        ),
+        (
+            &[
+                "-X",
+                "POST",
+                "https://allowed.test/repo.git/git-receive-pack",
+            ],
+            403,
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut argv = vec!["--resolve", r.as_str()];
+        argv.extend_from_slice(args);
+        let out = bottle.curl(&argv);
+        assert_eq!(split(&out).0, expected, "{args:?}: {out:?}");
+    }
+}
+
+#[test]
+fn an_allowed_name_that_resolves_to_a_private_address_is_refused_with_502() {
+    if !bottleneck_lab::require_root(
+        "an_allowed_name_that_resolves_to_a_private_address_is_refused_with_502",
+    ) {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    let out = bottle.curl(&[
+        "--resolve",
+        &resolve("private.test"),
+        "https://private.test/",
+    ]);
+    let (status, _, body) = split(&out);
+    assert_eq!(status, 502, "{out:?}");
+    assert!(body.contains("10.0.0.1"), "{body}");
+}
+
+#[test]
+fn the_same_certificate_is_served_to_every_connection_for_a_name() {
+    if !bottleneck_lab::require_root(
+        "the_same_certificate_is_served_to_every_connection_for_a_name",
+    ) {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    let fingerprint = || {
+        let out = bottle.curl(&[
+            "-v",
+            "--resolve",
+            &resolve("allowed.test"),
+            "https://allowed.test/echo",
+        ]);
+        let err = out.stderr_str();
+        err.lines()
+            .find(|l| l.contains("start date"))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no certificate details: {err}"))
+    };
+    assert_eq!(fingerprint(), fingerprint());
+}
+
+#[test]
+fn killing_the_gateway_leaves_the_agent_with_no_egress() {
+    if !bottleneck_lab::require_root("killing_the_gateway_leaves_the_agent_with_no_egress") {
+        return;
+    }
+    let mut bottle = Bottle::start(POLICY);
+    if let Some(gateway) = bottle.gateway.take() {
+        gateway.kill();
+    }
+    let before = bottle.lab.https().requests();
+    let out = bottle.curl(&[
+        "--resolve",
+        &resolve("allowed.test"),
+        "https://allowed.test/echo",
+    ]);
+    assert!(!out.success(), "{out:?}");
+    assert_eq!(bottle.lab.https().requests(), before);
+}
+
+#[test]
+fn a_clean_stop_removes_the_firewall_and_still_leaves_no_egress() {
+    if !bottleneck_lab::require_root("a_clean_stop_removes_the_firewall_and_still_leaves_no_egress")
+    {
+        return;
+    }
+    let mut bottle = Bottle::start(POLICY);
+    let mut gateway = bottle.gateway.take().unwrap();
+    gateway.signal(nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = gateway.wait_timeout(Duration::from_secs(20)).unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{:?}", gateway.kill());
+    let tables = bottle
+        .lab
+        .exec(Host::Gateway, &["nft", "list", "tables"])
+        .unwrap();
+    assert!(!tables.stdout_str().contains("bottleneck"), "{tables:?}");
+    let before = bottle.lab.https().requests();
+    let out = bottle.curl(&[
+        "--max-time",
+        "3",
+        "--resolve",
+        &resolve("allowed.test"),
+        "https://allowed.test/echo",
+    ]);
+    assert!(!out.success(), "{out:?}");
+    assert_eq!(
+        bottle.lab.https().requests(),
+        before,
+        "the agent reached the origin after the gateway stopped"
+    );
+}
+
+#[test]
+fn sighup_with_a_broken_policy_keeps_the_old_one_and_a_good_one_takes_effect() {
+    if !bottleneck_lab::require_root(
+        "sighup_with_a_broken_policy_keeps_the_old_one_and_a_good_one_takes_effect",
+    ) {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    let gateway = bottle.gateway.as_ref().unwrap();
+    let policy_path = bottle.lab.dir().join("policy.yaml");
+    let fetch = |host: &str| {
+        split(&bottle.curl(&["--resolve", &resolve(host), &format!("https://{host}/echo")])).0
+    };
+
+    std::fs::write(&policy_path, "version: 1\nroutes:\n  - host: a.*.broken\n").unwrap();
+    gateway.signal(nix::sys::signal::Signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        fetch("allowed.test"),
+        200,
+        "the old policy must stay in force"
+    );
+
+    std::fs::write(&policy_path, "version: 1\nroutes:\n  - host: denied.test\nallow_ranges: [198.51.100.0/24]\ndns:\n  upstream: [198.51.100.53]\n").unwrap();
+    gateway.signal(nix::sys::signal::Signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        fetch("denied.test"),
+        200,
+        "the new policy must allow denied.test"
+    );
+    assert_eq!(
+        fetch("allowed.test"),
+        403,
+        "the new policy must deny allowed.test"
+    );
+}
