@@ -48,27 +48,26 @@ pub struct Listeners {
 impl Listeners {
     /// Accept intercepted TLS connections forever.
     pub async fn serve_tls(self: Arc<Self>, listener: TcpListener) {
-        loop {
-            let Some((stream, client, permit)) = self.accept(&listener).await else {
-                continue;
-            };
-            let this = self.clone();
-            tokio::spawn(async move {
-                this.tls_connection(stream, client).await;
-                drop(permit);
-            });
-        }
+        self.serve(listener, true).await;
     }
 
     /// Accept plain HTTP connections forever.
     pub async fn serve_http(self: Arc<Self>, listener: TcpListener) {
+        self.serve(listener, false).await;
+    }
+
+    async fn serve(self: Arc<Self>, listener: TcpListener, tls: bool) {
         loop {
             let Some((stream, client, permit)) = self.accept(&listener).await else {
                 continue;
             };
             let this = self.clone();
             tokio::spawn(async move {
-                this.http_connection(stream, client).await;
+                if tls {
+                    this.tls_connection(stream, client).await;
+                } else {
+                    this.http_connection(stream, client).await;
+                }
                 drop(permit);
             });
         }

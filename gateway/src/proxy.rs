@@ -7,7 +7,10 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bottleneck_policy::host::normalize_name;
@@ -18,7 +21,7 @@ use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::Client;
 
 use crate::audit::{Audit, Record, elide_query};
@@ -39,6 +42,17 @@ pub struct ConnInfo {
     pub sni: Option<String>,
     /// Set when the TLS decision denied the SNI: every request gets this refusal.
     pub tls_denial: Option<Refusal>,
+}
+
+impl ConnInfo {
+    /// `Https` inside intercepted TLS, `Http` for plain text.
+    pub fn kind(&self) -> Kind {
+        if self.sni.is_some() {
+            Kind::Https
+        } else {
+            Kind::Http
+        }
+    }
 }
 
 /// Why the gateway refuses a request, as the agent will see it.
@@ -131,7 +145,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// The HTTP handler shared by every connection.
 pub struct Proxy {
     policy: PolicyHandle,
-    client: Client<Connector, Incoming>,
+    client: Client<Connector, CountedBody>,
     audit: Audit,
 }
 
@@ -168,11 +182,7 @@ impl Proxy {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         let started = Instant::now();
-        let kind = if conn.sni.is_some() {
-            Kind::Https
-        } else {
-            Kind::Http
-        };
+        let kind = conn.kind();
         let method = req.method().as_str().to_owned();
         let target = req
             .uri()
@@ -188,8 +198,9 @@ impl Proxy {
             path: Some(elide_query(&target)),
             ..Record::default()
         };
+        let bytes_up = Arc::new(AtomicU64::new(0));
         let outcome = self
-            .forward(&conn, &snapshot, req, kind, &target, &mut record)
+            .forward(&conn, &snapshot, req, &target, &mut record, &bytes_up)
             .await;
         let response = match outcome {
             Ok(response) => {
@@ -206,9 +217,16 @@ impl Proxy {
             }
         };
         record.status = Some(response.status().as_u16());
-        record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.audit.write(record);
-        Ok(response)
+        // The record is written when the response body ends, with its byte counts.
+        let (parts, body) = response.into_parts();
+        let body = AuditedBody {
+            inner: body,
+            bytes_up,
+            bytes_down: 0,
+            started,
+            finish: Some((self.audit.clone(), record)),
+        };
+        Ok(Response::from_parts(parts, body.boxed()))
     }
 
     async fn forward(
@@ -216,10 +234,11 @@ impl Proxy {
         conn: &ConnInfo,
         snapshot: &Snapshot,
         req: Request<Incoming>,
-        kind: Kind,
         target: &str,
         record: &mut Record,
+        bytes_up: &Arc<AtomicU64>,
     ) -> Result<Response<Body>, Refusal> {
+        let kind = conn.kind();
         let authority = request_authority(&req).map_err(|message| Refusal {
             status: StatusCode::BAD_REQUEST,
             code: "bad_authority",
@@ -327,6 +346,10 @@ impl Proxy {
                 message: format!("the request target cannot be forwarded: {e}"),
             })?;
         parts.version = Version::HTTP_11;
+        let body = CountedBody {
+            inner: body,
+            count: bytes_up.clone(),
+        };
         let upstream_req = Request::from_parts(parts, body);
 
         let response = self.client.request(upstream_req).await.map_err(|e| {
@@ -344,6 +367,96 @@ impl Proxy {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body.boxed()))
+    }
+}
+
+/// The agent's request body on its way upstream, counting the bytes sent.
+pub struct CountedBody {
+    inner: Incoming,
+    count: Arc<AtomicU64>,
+}
+
+impl hyper::body::Body for CountedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The response on its way to the agent: counts the bytes and writes the audit record
+/// when the body ends, or when the agent goes away first (drop).
+struct AuditedBody {
+    inner: Body,
+    bytes_up: Arc<AtomicU64>,
+    bytes_down: u64,
+    started: Instant,
+    finish: Option<(Audit, Record)>,
+}
+
+impl AuditedBody {
+    fn finish(&mut self) {
+        if let Some((audit, mut record)) = self.finish.take() {
+            record.bytes_up = self.bytes_up.load(Ordering::Relaxed);
+            record.bytes_down = self.bytes_down;
+            record.duration_ms =
+                u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            audit.write(record);
+        }
+    }
+}
+
+impl hyper::body::Body for AuditedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes_down += data.len() as u64;
+                }
+            }
+            Poll::Ready(_) => self.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for AuditedBody {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

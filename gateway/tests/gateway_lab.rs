@@ -22,6 +22,7 @@ routes:
         methods: [POST]
         headers: [{name: x-client, value: agent}]
       - paths: [{type: prefix, value: /repo.git/}]
+      - paths: [{type: exact, value: /sse}]
   - host: other.allowed.test
     auth: {scheme: Bearer, token_ref: LAB_TOKEN}
   - host: http.test
@@ -481,5 +482,102 @@ fn sighup_with_a_broken_policy_keeps_the_old_one_and_a_good_one_takes_effect() {
         fetch("allowed.test"),
         403,
         "the new policy must deny allowed.test"
+    );
+}
+
+#[test]
+fn a_connection_to_another_ip_lands_on_the_vetted_address_of_the_sni_name() {
+    if !bottleneck_lab::require_root(
+        "a_connection_to_another_ip_lands_on_the_vetted_address_of_the_sni_name",
+    ) {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    let elsewhere = format!("allowed.test:443:{}", bottleneck_lab::addr::OTHER_ORIGIN_V4);
+    let out = bottle.curl(&["--resolve", &elsewhere, "https://allowed.test/echo"]);
+    assert_eq!(split(&out).0, 200, "{out:?}");
+    let landed = bottle.lab.https().last().unwrap().local().unwrap().ip();
+    assert!(
+        landed == std::net::IpAddr::V4(ORIGIN_V4) || landed == std::net::IpAddr::V6(ORIGIN_V6),
+        "the gateway dialled {landed}, not an address of allowed.test"
+    );
+}
+
+#[test]
+fn server_sent_events_stream_through_without_buffering() {
+    if !bottleneck_lab::require_root("server_sent_events_stream_through_without_buffering") {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    for flag in ["--http1.1", "--http2"] {
+        let out = bottle.curl(&[
+            flag,
+            "-N",
+            "--resolve",
+            &resolve("allowed.test"),
+            "-w",
+            "\n%{time_starttransfer} %{time_total}",
+            "https://allowed.test/sse",
+        ]);
+        let text = out.stdout_str();
+        let events = text.matches("data: event").count();
+        assert_eq!(events as u32, bottleneck_lab::http::SSE_EVENTS, "{out:?}");
+        let timing = text.lines().last().unwrap_or_default();
+        let mut numbers = timing.split_whitespace().map(|n| n.parse::<f64>().unwrap());
+        let (first, total) = (numbers.next().unwrap(), numbers.next().unwrap());
+        let stream_time = bottleneck_lab::http::SSE_INTERVAL.as_secs_f64()
+            * f64::from(bottleneck_lab::http::SSE_EVENTS - 1);
+        assert!(
+            total >= stream_time * 0.9,
+            "{flag}: the origin streams for {stream_time}s, total {total}"
+        );
+        assert!(
+            total - first >= stream_time * 0.8,
+            "{flag}: the first byte came at {first}s of {total}s: the gateway buffered the stream"
+        );
+    }
+}
+
+#[test]
+fn the_audit_line_counts_request_and_response_body_bytes() {
+    if !bottleneck_lab::require_root("the_audit_line_counts_request_and_response_body_bytes") {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    let out = bottle.curl(&[
+        "--resolve",
+        &resolve("allowed.test"),
+        "-X",
+        "POST",
+        "-H",
+        "x-client: agent",
+        "--data-binary",
+        "hello world",
+        "https://allowed.test/upload",
+    ]);
+    let (status, _, body) = split(&out);
+    assert_eq!(status, 200, "{out:?}");
+    let mut line = None;
+    for _ in 0..50 {
+        line = bottle
+            .audit_text()
+            .lines()
+            .find(|l| l.contains("\"path\":\"/upload\""))
+            .map(str::to_owned);
+        if line.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let record: serde_json::Value =
+        serde_json::from_str(&line.expect("no audit line for /upload")).unwrap();
+    assert_eq!(record["bytes_up"], 11, "{record}");
+    assert_eq!(record["bytes_down"], body.len() as u64, "{record}");
+    assert_eq!(record["kind"], "https");
+    assert!(
+        record["upstream"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(":443")),
+        "{record}"
     );
 }

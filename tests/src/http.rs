@@ -20,6 +20,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -406,6 +407,21 @@ fn respond(uri: &hyper::Uri, record: &RequestRecord) -> Response<ResponseBody> {
             ),
         };
     }
+    if path == "/sse" {
+        let mut response = Response::new(
+            Events {
+                sent: 0,
+                count: SSE_EVENTS,
+                pause: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            }
+            .boxed(),
+        );
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/event-stream"),
+        );
+        return response;
+    }
     if path == "/redirect" {
         let target = uri
             .query()
@@ -427,6 +443,43 @@ fn respond(uri: &hyper::Uri, record: &RequestRecord) -> Response<ResponseBody> {
         };
     }
     echo(StatusCode::OK, record)
+}
+
+/// How many events `/sse` sends.
+pub const SSE_EVENTS: u32 = 4;
+/// The pause before each `/sse` event after the first, so a test can see that the first
+/// event arrives long before the response ends.
+pub const SSE_INTERVAL: Duration = Duration::from_millis(700);
+
+/// A server-sent-events body: `data: event N` frames, one every [`SSE_INTERVAL`].
+struct Events {
+    sent: u32,
+    count: u32,
+    pause: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for Events {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.sent >= self.count {
+            return Poll::Ready(None);
+        }
+        if self.pause.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let n = self.sent;
+        self.sent += 1;
+        let next = tokio::time::Instant::now() + SSE_INTERVAL;
+        self.pause.as_mut().reset(next);
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(format!(
+            "data: event {n}\n\n"
+        ))))))
+    }
 }
 
 /// Decodes `%XX` escapes (and `+` as space); invalid escapes are kept literally.
