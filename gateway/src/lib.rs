@@ -18,6 +18,7 @@ pub mod audit;
 pub mod config;
 pub mod firewall;
 pub mod listen;
+pub mod privilege;
 pub mod proxy;
 pub mod state;
 pub mod tls;

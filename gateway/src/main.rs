@@ -8,6 +8,7 @@ use bottleneck_gateway::audit::Audit;
 use bottleneck_gateway::config::{Args, Command, listen_addr, own_addresses};
 use bottleneck_gateway::firewall::{self, FirewallConfig};
 use bottleneck_gateway::listen::Listeners;
+use bottleneck_gateway::privilege::keep_only_network_capabilities;
 use bottleneck_gateway::proxy::Proxy;
 use bottleneck_gateway::state::{PolicyHandle, Snapshot};
 use bottleneck_gateway::tls::ca::BottleCa;
@@ -28,8 +29,7 @@ fn fail(code: u8, what: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -91,23 +91,14 @@ async fn main() -> ExitCode {
         Ok(leaves) => Arc::new(leaves),
         Err(e) => return fail(EXIT_CONFIG, e),
     };
-    let handle = PolicyHandle::new(snapshot);
-    let upstream_config = UpstreamConfig {
-        resolvers,
-        extra_cas: args.upstream_ca.clone(),
-        mark: args.mark,
-        own_addrs: own_addresses(),
-    };
-    let upstream = match Upstream::new(upstream_config, handle.clone()) {
-        Ok(upstream) => Arc::new(upstream),
-        Err(e) => return fail(EXIT_CONFIG, e),
-    };
-
     // Build: listeners first, so redirected traffic always has somewhere to land.
-    let (tls_listener, http_listener) = match (
-        TcpListener::bind(listen_addr(args.tls_port)).await,
-        TcpListener::bind(listen_addr(args.http_port)).await,
-    ) {
+    let bind = |port| {
+        std::net::TcpListener::bind(listen_addr(port)).and_then(|l| {
+            l.set_nonblocking(true)?;
+            Ok(l)
+        })
+    };
+    let (tls_listener, http_listener) = match (bind(args.tls_port), bind(args.http_port)) {
         (Ok(tls), Ok(http)) => (tls, http),
         (Err(e), _) | (_, Err(e)) => return fail(EXIT_RUNTIME, format!("cannot listen: {e}")),
     };
@@ -124,58 +115,137 @@ async fn main() -> ExitCode {
     if let Err(e) = firewall::enable_forwarding().and_then(|()| firewall::apply(&firewall_config)) {
         return fail(EXIT_RUNTIME, e);
     }
-    let proxy = Arc::new(Proxy::new(
-        handle.clone(),
-        Connector::new(upstream.clone()),
-        audit,
-    ));
-    let listeners = Arc::new(Listeners {
-        proxy,
-        upstream,
-        leaves,
-        connections: Arc::new(tokio::sync::Semaphore::new(args.max_connections)),
-    });
-
-    // Spawn.
-    let tls_task = tokio::spawn(listeners.clone().serve_tls(tls_listener));
-    let http_task = tokio::spawn(listeners.clone().serve_http(http_listener));
-    tracing::info!(
-        tls = args.tls_port,
-        http = args.http_port,
-        "bottleneck-gateway ready"
-    );
-
-    // Wait for a signal; SIGHUP reloads.
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    // Still one thread: capabilities are per thread, so this is the moment to shed them.
+    if let Err(e) = keep_only_network_capabilities() {
         let _ = firewall::remove().and_then(|()| firewall::disable_forwarding());
-        return fail(EXIT_RUNTIME, "cannot install signal handlers");
-    };
-    loop {
-        tokio::select! {
-            _ = hup.recv() => reload(&policy_path, &handle),
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-        }
+        return fail(EXIT_RUNTIME, e);
     }
-
-    // Drain: stop accepting, give open connections a bounded time, remove the firewall.
-    tls_task.abort();
-    http_task.abort();
-    let drain = Duration::from_secs(args.drain_seconds);
-    let all = u32::try_from(args.max_connections).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(drain, listeners.connections.acquire_many(all)).await;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = firewall::remove().and_then(|()| firewall::disable_forwarding());
+            return fail(EXIT_RUNTIME, format!("cannot start the runtime: {e}"));
+        }
+    };
+    let ready = Ready {
+        args,
+        policy_path,
+        snapshot,
+        resolvers,
+        leaves,
+        audit,
+        tls_listener,
+        http_listener,
+    };
+    let code = runtime.block_on(ready.serve());
     // Fail closed: the table goes, and so does forwarding, or the agent would be routed out
     // unfiltered.
     let removed = firewall::remove().and_then(|()| firewall::disable_forwarding());
-    if let Err(e) = removed {
-        return fail(EXIT_RUNTIME, e);
+    match (code, removed) {
+        (Ok(()), Ok(())) => {
+            tracing::info!("bottleneck-gateway stopped");
+            ExitCode::SUCCESS
+        }
+        (Err(code), _) => code,
+        (Ok(()), Err(e)) => fail(EXIT_RUNTIME, e),
     }
-    tracing::info!("bottleneck-gateway stopped");
-    ExitCode::SUCCESS
+}
+
+/// Everything set up before the runtime starts.
+struct Ready {
+    args: Args,
+    policy_path: std::path::PathBuf,
+    snapshot: Snapshot,
+    resolvers: Vec<std::net::SocketAddr>,
+    leaves: Arc<LeafCache>,
+    audit: Audit,
+    tls_listener: std::net::TcpListener,
+    http_listener: std::net::TcpListener,
+}
+
+impl Ready {
+    /// Spawn the listeners, wait for a signal (SIGHUP reloads), drain.
+    async fn serve(self) -> Result<(), ExitCode> {
+        let Ready {
+            args,
+            policy_path,
+            snapshot,
+            resolvers,
+            leaves,
+            audit,
+            tls_listener,
+            http_listener,
+        } = self;
+        let (tls_listener, http_listener) = match (
+            TcpListener::from_std(tls_listener),
+            TcpListener::from_std(http_listener),
+        ) {
+            (Ok(tls), Ok(http)) => (tls, http),
+            (Err(e), _) | (_, Err(e)) => {
+                return Err(fail(EXIT_RUNTIME, format!("cannot listen: {e}")));
+            }
+        };
+        // Handlers first: a SIGHUP or SIGTERM that arrives once we say "ready" must not hit
+        // the default action (which would kill the gateway without removing its firewall).
+        let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return Err(fail(EXIT_RUNTIME, "cannot install signal handlers"));
+        };
+        let handle = PolicyHandle::new(snapshot);
+        let upstream_config = UpstreamConfig {
+            resolvers,
+            extra_cas: args.upstream_ca.clone(),
+            mark: args.mark,
+            own_addrs: own_addresses(),
+        };
+        let upstream = match Upstream::new(upstream_config, handle.clone()) {
+            Ok(upstream) => Arc::new(upstream),
+            Err(e) => return Err(fail(EXIT_CONFIG, e)),
+        };
+        let proxy = Arc::new(Proxy::new(
+            handle.clone(),
+            Connector::new(upstream.clone()),
+            audit,
+        ));
+        let listeners = Arc::new(Listeners {
+            proxy,
+            upstream,
+            leaves,
+            connections: Arc::new(tokio::sync::Semaphore::new(args.max_connections)),
+        });
+
+        // Spawn.
+        let tls_task = tokio::spawn(listeners.clone().serve_tls(tls_listener));
+        let http_task = tokio::spawn(listeners.clone().serve_http(http_listener));
+        tracing::info!(
+            tls = args.tls_port,
+            http = args.http_port,
+            "bottleneck-gateway ready"
+        );
+
+        // Wait for a signal; SIGHUP reloads.
+        loop {
+            tokio::select! {
+                _ = hup.recv() => reload(&policy_path, &handle),
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+
+        // Drain: stop accepting, give open connections a bounded time.
+        tls_task.abort();
+        http_task.abort();
+        let drain = Duration::from_secs(args.drain_seconds);
+        let all = u32::try_from(args.max_connections).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(drain, listeners.connections.acquire_many(all)).await;
+        Ok(())
+    }
 }
 
 fn reload(path: &std::path::Path, handle: &PolicyHandle) {

@@ -454,8 +454,8 @@ fn sighup_with_a_broken_policy_keeps_the_old_one_and_a_good_one_takes_effect() {
     ) {
         return;
     }
-    let bottle = Bottle::start(POLICY);
-    let gateway = bottle.gateway.as_ref().unwrap();
+    let mut bottle = Bottle::start(POLICY);
+    let gateway = bottle.gateway.take().unwrap();
     let policy_path = bottle.lab.dir().join("policy.yaml");
     let fetch = |host: &str| {
         split(&bottle.curl(&["--resolve", &resolve(host), &format!("https://{host}/echo")])).0
@@ -580,4 +580,43 @@ fn the_audit_line_counts_request_and_response_body_bytes() {
             .is_some_and(|u| u.ends_with(":443")),
         "{record}"
     );
+}
+
+#[test]
+fn the_running_gateway_keeps_only_net_admin_and_net_bind_service() {
+    if !bottleneck_lab::require_root(
+        "the_running_gateway_keeps_only_net_admin_and_net_bind_service",
+    ) {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    let pid = bottle.gateway.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status.contains("Name:\tbottleneck-gate"),
+        "pid {pid} is not the gateway:\n{status}"
+    );
+    // CAP_NET_BIND_SERVICE is bit 10, CAP_NET_ADMIN bit 12.
+    let expected = (1u64 << 10) | (1u64 << 12);
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        let value = status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{set}:\t")))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap();
+        assert_eq!(value, expected, "{set} is {value:#x}");
+    }
+    for set in ["CapInh", "CapAmb"] {
+        assert!(
+            status.contains(&format!("{set}:\t0000000000000000")),
+            "{set} not empty:\n{status}"
+        );
+    }
+    // And it still works.
+    let out = bottle.curl(&[
+        "--resolve",
+        &resolve("allowed.test"),
+        "https://allowed.test/echo",
+    ]);
+    assert_eq!(split(&out).0, 200, "{out:?}");
 }

@@ -1,0 +1,578 @@
+//! The init shim and the gateway together (issue 5, test 6): the real `bottleneck-gateway`
+//! in the gateway namespace of a Bare lab, the real `bottleneck-init` as PID 1 of a new PID
+//! namespace in the agent namespace, and an agent (uid 1000) that reaches an allowed host
+//! over HTTPS with curl, Python `urllib` and Node `fetch`, with no proxy variable and no
+//! explicit trust option: the route goes through the gateway and the bottle CA is trusted
+//! through the variables the shim exports.
+//!
+//! The gateway's DNS server is not there yet, so names resolve from a per-test hosts file
+//! bind-mounted over /etc/hosts (the address only has to route to the gateway, which
+//! decides by SNI and resolves the name itself through the lab DNS). Everything the shim
+//! writes (/etc/passwd, /etc/group, /etc/resolv.conf, the system CA bundles, its trust
+//! directory) is a per-test copy bind-mounted in the command's private mount namespace;
+//! the test checks that the machine's own files are byte-identical afterwards.
+
+// Test support code may panic: a failed setup is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bottleneck_lab::addr::{GATEWAY_AGENT_V4, GATEWAY_WAN_V4, GATEWAY_WAN_V6, ORIGIN_V4};
+use bottleneck_lab::{ExecOutput, GatewayMode, Host, Lab, LabProcess, RequestRecord, RootSnapshot};
+
+const POLICY: &str = r#"
+version: 1
+routes:
+  - host: allowed.test
+    matches:
+      - paths: [{type: prefix, value: /echo}]
+dns:
+  upstream: [198.51.100.53]
+allow_ranges: [198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32]
+"#;
+
+/// The agent's PATH: no directory under /root (unreadable for uid 1000).
+const AGENT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The system CA bundles the shim appends to (`bottleneck_init::trust::SYSTEM_BUNDLES`;
+/// the shim's package is not a dependency of this one).
+const SYSTEM_BUNDLES: [&str; 6] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+    "/etc/pki/tls/cert.pem",
+];
+
+/// Binds `SRC DST` pairs up to `--`, then runs the rest (as the lab's own wrapper does).
+const BIND_AND_RUN: &str = r#"while [ "$1" != -- ]; do
+  mount --bind "$1" "$2" || { echo "test: cannot bind-mount $1 over $2" >&2; exit 125; }
+  shift 2
+done
+shift
+exec "$@""#;
+
+/// `target/<profile>/bottleneck-init`, next to the directory of this test executable.
+fn shim_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let shim = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable is in target/<profile>/deps")
+        .join("bottleneck-init");
+    assert!(
+        shim.is_file(),
+        "{} is missing: run `cargo build -p bottleneck-init` first (`cargo test --workspace` \
+         builds it)",
+        shim.display()
+    );
+    shim
+}
+
+/// The system CA bundles present here, symlinks resolved, each once.
+fn system_bundles() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for candidate in SYSTEM_BUNDLES {
+        if let Ok(real) = fs::canonicalize(candidate)
+            && real.is_file()
+            && !out.contains(&real)
+        {
+            out.push(real);
+        }
+    }
+    out
+}
+
+/// The machine's files the test and the shim must leave alone, byte for byte, and whether
+/// the shim's default trust directory exists.
+#[derive(Debug, PartialEq, Eq)]
+struct MachineFiles(BTreeMap<PathBuf, Option<Vec<u8>>>, bool);
+
+impl MachineFiles {
+    fn take() -> MachineFiles {
+        let mut paths: Vec<PathBuf> = [
+            "/etc/hosts",
+            "/etc/passwd",
+            "/etc/group",
+            "/etc/resolv.conf",
+            "/etc/nsswitch.conf",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        paths.extend(SYSTEM_BUNDLES.iter().map(PathBuf::from));
+        paths.extend(system_bundles());
+        MachineFiles(
+            paths
+                .into_iter()
+                .map(|p| (p.clone(), fs::read(&p).ok()))
+                .collect(),
+            Path::new("/etc/bottleneck").exists(),
+        )
+    }
+}
+
+/// The base64 body of a PEM certificate (to find it in a bundle whatever its framing).
+fn pem_body(pem: &str) -> String {
+    pem.lines().filter(|l| !l.starts_with("-----")).collect()
+}
+
+/// True if a user other than the owner can reach and execute `path` (others' x bit on
+/// the file and on every directory above it).
+fn executable_by_others(path: &Path) -> bool {
+    let others_x = |p: &Path| fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0);
+    others_x(path) && path.ancestors().skip(1).all(others_x)
+}
+
+/// The first executable `node` on the test's PATH, symlinks resolved.
+fn find_node() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("node"))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .and_then(|p| fs::canonicalize(p).ok())
+}
+
+fn ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// A lab with the gateway running in its gateway namespace.
+struct Bottle {
+    lab: Lab,
+    gateway: Option<LabProcess>,
+    ca_pem: PathBuf,
+    audit: PathBuf,
+}
+
+impl Bottle {
+    fn start(policy: &str) -> Bottle {
+        let lab = Lab::new(GatewayMode::Bare).unwrap();
+        let policy_path = lab.dir().join("policy.yaml");
+        fs::write(&policy_path, policy).unwrap();
+        let ca_dir = lab.dir().join("bottle-ca");
+        let audit = lab.dir().join("audit.jsonl");
+        let argv: Vec<String> = vec![
+            env!("CARGO_BIN_EXE_bottleneck-gateway").into(),
+            "--policy".into(),
+            policy_path.display().to_string(),
+            "--agent-iface".into(),
+            "eth1".into(),
+            "--ca-dir".into(),
+            ca_dir.display().to_string(),
+            "--upstream-ca".into(),
+            lab.ca_pem_path().display().to_string(),
+            "--audit-log".into(),
+            audit.display().to_string(),
+        ];
+        let mut gateway = lab
+            .command(Host::Gateway, &argv)
+            .timeout(Duration::from_secs(600))
+            .spawn()
+            .unwrap();
+        if let Err(e) = gateway.wait_for_output("bottleneck-gateway ready", Duration::from_secs(20))
+        {
+            let out = gateway.kill();
+            panic!("gateway did not start: {e}\n{out:?}");
+        }
+        Bottle {
+            lab,
+            gateway: Some(gateway),
+            ca_pem: ca_dir.join("ca.pem"),
+            audit,
+        }
+    }
+
+    fn audit_text(&self) -> String {
+        fs::read_to_string(&self.audit).unwrap_or_default()
+    }
+}
+
+impl Drop for Bottle {
+    fn drop(&mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            let out = gateway.kill();
+            if std::thread::panicking() {
+                eprintln!("gateway output:\n{out:?}");
+            }
+        }
+    }
+}
+
+/// Per-test files bind-mounted over the machine's in the shim's mount namespace.
+struct Fixture {
+    binds: Vec<(PathBuf, PathBuf)>,
+    /// (per-test copy, the machine's bundle it stands for).
+    bundles: Vec<(PathBuf, PathBuf)>,
+    resolv: PathBuf,
+    trust_dir: PathBuf,
+    /// World-writable: the agent and the test hand over through files here.
+    sync_dir: PathBuf,
+}
+
+impl Fixture {
+    fn new(lab: &Lab) -> Fixture {
+        let dir = lab.dir().join("shim");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let write = |file: &str, text: &str| {
+            let p = dir.join(file);
+            fs::write(&p, text).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+            p
+        };
+        let home = lab.home().display().to_string();
+        let passwd = write(
+            "passwd",
+            &format!(
+                "root:x:0:0:root:/root:/bin/sh\n\
+                 node:x:1000:1000:node:{home}:/bin/sh\n\
+                 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+            ),
+        );
+        let group = write("group", "root:x:0:\nnode:x:1000:\nnogroup:x:65534:\n");
+        let resolv = write(
+            "resolv.conf",
+            &fs::read_to_string(lab.resolv_conf_path(Host::Agent)).unwrap(),
+        );
+        // No DNS on the gateway yet: the agent's names come from this file alone.
+        let hosts = write(
+            "hosts",
+            &format!(
+                "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n\
+                 {ORIGIN_V4} allowed.test other.allowed.test denied.test\n"
+            ),
+        );
+        let mut binds = vec![
+            (passwd, PathBuf::from("/etc/passwd")),
+            (group, PathBuf::from("/etc/group")),
+            (resolv.clone(), PathBuf::from("/etc/resolv.conf")),
+            (hosts, PathBuf::from("/etc/hosts")),
+        ];
+        let mut bundles = Vec::new();
+        for (i, bundle) in system_bundles().into_iter().enumerate() {
+            let copy = dir.join(format!("bundle-{i}.pem"));
+            fs::copy(&bundle, &copy).unwrap();
+            fs::set_permissions(&copy, fs::Permissions::from_mode(0o644)).unwrap();
+            binds.push((copy.clone(), bundle.clone()));
+            bundles.push((copy, bundle));
+        }
+        let sync_dir = dir.join("sync");
+        fs::create_dir(&sync_dir).unwrap();
+        fs::set_permissions(&sync_dir, fs::Permissions::from_mode(0o1777)).unwrap();
+        Fixture {
+            binds,
+            bundles,
+            resolv,
+            trust_dir: dir.join("trust"),
+            sync_dir,
+        }
+    }
+
+    /// Makes `binary` executable by the agent at a path it can reach: the binary itself if
+    /// others can reach it, else a bind mount of it in the fixture.
+    fn reachable(&mut self, binary: &Path, name: &str) -> PathBuf {
+        if executable_by_others(binary) {
+            return binary.to_owned();
+        }
+        let bin = self.sync_dir.parent().unwrap().join("bin");
+        fs::create_dir_all(&bin).unwrap();
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+        let target = bin.join(name);
+        fs::write(&target, b"").unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
+        self.binds.push((binary.to_owned(), target.clone()));
+        target
+    }
+}
+
+/// The sections of an output separated by lines `==NAME==`.
+fn sections(text: &str) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    let mut current = String::from("head");
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("==").and_then(|l| l.strip_suffix("==")) {
+            current = name.to_owned();
+            map.entry(current.clone()).or_insert_with(String::new);
+            continue;
+        }
+        let entry: &mut String = map.entry(current.clone()).or_default();
+        entry.push_str(line);
+        entry.push('\n');
+    }
+    map
+}
+
+/// One HTTPS client the agent runs: its section name, the query that marks its request
+/// at the origin, the shell command, and the start of its User-Agent.
+struct Client {
+    name: &'static str,
+    command: String,
+    user_agent: &'static str,
+}
+
+impl Client {
+    fn path(&self) -> String {
+        format!("/echo?client={}", self.name)
+    }
+}
+
+fn clients(node: Option<&Path>) -> Vec<Client> {
+    let url = |name: &str| format!("https://allowed.test/echo?client={name}");
+    let mut clients = vec![Client {
+        name: "curl",
+        command: format!("curl -sS --max-time 20 '{}'", url("curl")),
+        user_agent: "curl/",
+    }];
+    let python = Path::new("/usr/bin/python3");
+    if python.exists() {
+        clients.push(Client {
+            name: "python",
+            command: format!(
+                "{} -c 'import urllib.request; \
+                 print(urllib.request.urlopen(\"{}\", timeout=20).read().decode())'",
+                python.display(),
+                url("python")
+            ),
+            user_agent: "Python-urllib/",
+        });
+    } else if ci() {
+        panic!("/usr/bin/python3 is missing (CI is set: the Python client must run)");
+    } else {
+        eprintln!("SKIPPED: the Python urllib client (/usr/bin/python3 does not exist)");
+    }
+    match node {
+        Some(node) => clients.push(Client {
+            name: "node",
+            command: format!(
+                "{} -e 'fetch(\"{}\").then(r => r.text()).then(t => console.log(t))\
+                 .catch(e => {{ console.error(e, e.cause); process.exit(1); }})'",
+                node.display(),
+                url("node")
+            ),
+            user_agent: "node",
+        }),
+        None => eprintln!("SKIPPED: the Node fetch client (no `node` on PATH)"),
+    }
+    clients
+}
+
+#[test]
+fn an_agent_started_by_the_shim_reaches_allowed_hosts_through_the_gateway_trusting_its_ca() {
+    if !bottleneck_lab::require_root(
+        "an_agent_started_by_the_shim_reaches_allowed_hosts_through_the_gateway_trusting_its_ca",
+    ) {
+        return;
+    }
+    let started = Instant::now();
+    let shim = shim_path();
+    let machine = MachineFiles::take();
+    let root = RootSnapshot::take().expect("root snapshot");
+
+    let bottle = Bottle::start(POLICY);
+    let gateway_ready = started.elapsed();
+    let lab = &bottle.lab;
+    let bottle_ca = fs::read_to_string(&bottle.ca_pem).expect("the gateway wrote its CA");
+    let ca_body = pem_body(&bottle_ca);
+    let mut fx = Fixture::new(lab);
+    let node = find_node().map(|n| fx.reachable(&n, "node"));
+    let clients = clients(node.as_deref());
+
+    let ready = fx.sync_dir.join("ready");
+    let go = fx.sync_dir.join("go");
+    let mut script = format!(
+        "touch {ready}\n\
+         i=0; while [ ! -e {go} ]; do\n\
+           i=$((i+1)); [ $i -lt 1200 ] || {{ echo 'agent: no go' >&2; exit 90; }}; sleep 0.05\n\
+         done\n\
+         echo ==id==; id -u\n\
+         echo ==env==; env\n",
+        ready = ready.display(),
+        go = go.display(),
+    );
+    for client in &clients {
+        script.push_str(&format!(
+            "echo =={name}==; {command} || echo '{name} failed:' $?; echo\n",
+            name = client.name,
+            command = client.command,
+        ));
+    }
+    script.push_str(
+        "echo ==denied==; curl -sS --max-time 20 -o /dev/null -w '%{http_code}' \
+         https://denied.test/echo || echo ' curl failed:' $?; echo\necho ==end==\n",
+    );
+
+    let before = lab.https().requests();
+    let mut argv: Vec<String> = vec![
+        "sh".into(),
+        "-c".into(),
+        BIND_AND_RUN.into(),
+        "shim-through-gateway".into(),
+    ];
+    for (src, dst) in &fx.binds {
+        argv.push(src.display().to_string());
+        argv.push(dst.display().to_string());
+    }
+    argv.push("--".into());
+    argv.extend(["unshare", "--pid", "--fork", "--mount-proc"].map(String::from));
+    argv.push(shim.display().to_string());
+    argv.extend(["--", "sh", "-c"].map(String::from));
+    argv.push(script);
+    let agent_started = Instant::now();
+    let mut agent = lab
+        .command(Host::Agent, &argv)
+        .env("PATH", AGENT_PATH)
+        .env("BOTTLENECK_GATEWAY", GATEWAY_AGENT_V4.to_string())
+        .env("BOTTLENECK_CA_FILE", &bottle.ca_pem)
+        .env("BOTTLENECK_TRUST_DIR", &fx.trust_dir)
+        .env("BOTTLENECK_USER", "node")
+        .timeout(Duration::from_secs(120))
+        .spawn()
+        .expect("the shim started");
+
+    // The shim has set up and the agent waits: take the CA back out of the system
+    // bundles, so curl and Python can trust it only through the exported variables
+    // (Node never reads the system bundle: its roots are built in).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready.exists() {
+        if agent.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            panic!("the agent did not start: {:?}", agent.kill());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let setup = agent_started.elapsed();
+    for (copy, original) in &fx.bundles {
+        assert!(
+            pem_body(&fs::read_to_string(copy).unwrap()).contains(&ca_body),
+            "the shim did not add the CA to {}",
+            original.display()
+        );
+        // In place: the bind mount holds this inode.
+        fs::write(copy, fs::read(original).unwrap()).unwrap();
+    }
+    fs::write(&go, b"").unwrap();
+    if agent
+        .wait_timeout(Duration::from_secs(100))
+        .unwrap()
+        .is_none()
+    {
+        panic!("the agent did not finish: {:?}", agent.kill());
+    }
+    let out: ExecOutput = agent.kill();
+    let agent_ran = agent_started.elapsed();
+    assert!(out.success(), "{out:?}");
+    let s = sections(&out.stdout_str());
+    let section = |name: &str| -> &str {
+        s.get(name)
+            .unwrap_or_else(|| panic!("no section {name:?} in {out:?}"))
+    };
+    assert!(s.contains_key("end"), "{out:?}");
+
+    // The agent: uid 1000, no proxy variable, the CA variables naming the shim's bundle.
+    assert_eq!(section("id").trim(), "1000", "{out:?}");
+    let env: BTreeMap<&str, &str> = section("env")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    let proxies: Vec<&&str> = env
+        .keys()
+        .filter(|k| k.to_ascii_lowercase().ends_with("_proxy"))
+        .collect();
+    assert!(proxies.is_empty(), "proxy variables: {proxies:?}");
+    assert!(!env.keys().any(|k| k.starts_with("BOTTLENECK_")), "{env:?}");
+    let bundle = fx.trust_dir.join("ca-bundle.crt");
+    for var in [
+        "SSL_CERT_FILE",
+        "CURL_CA_BUNDLE",
+        "REQUESTS_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+    ] {
+        assert_eq!(
+            env.get(var).copied(),
+            Some(bundle.to_str().unwrap()),
+            "{var}: {env:?}"
+        );
+    }
+    assert!(pem_body(&fs::read_to_string(&bundle).unwrap()).contains(&ca_body));
+    for (copy, original) in &fx.bundles {
+        assert!(
+            !pem_body(&fs::read_to_string(copy).unwrap()).contains(&ca_body),
+            "{} still held the CA while the clients ran",
+            original.display()
+        );
+    }
+    // The shim pointed the agent's resolver at the gateway (through the bind mount).
+    assert!(
+        fs::read_to_string(&fx.resolv)
+            .unwrap()
+            .contains(&format!("nameserver {GATEWAY_AGENT_V4}\n"))
+    );
+
+    // Each client got the origin's echo of its own request, relayed by the gateway.
+    for client in &clients {
+        let body = section(client.name).trim();
+        let echo: RequestRecord = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{}: no echo JSON ({e}): {out:?}", client.name));
+        assert_eq!(echo.path, client.path(), "{out:?}");
+        assert_eq!(echo.sni.as_deref(), Some("allowed.test"), "{out:?}");
+        assert!(
+            echo.header("user-agent")
+                .is_some_and(|ua| ua.starts_with(client.user_agent)),
+            "{}: {:?}",
+            client.name,
+            echo.header("user-agent")
+        );
+        let peer = echo.peer().unwrap().ip();
+        assert!(
+            peer == IpAddr::V4(GATEWAY_WAN_V4) || peer == IpAddr::V6(GATEWAY_WAN_V6),
+            "{}: the origin saw {peer}, not the gateway",
+            client.name
+        );
+    }
+
+    // The origin counted exactly those requests, and nothing for the denied host.
+    assert_eq!(section("denied").trim(), "403", "{out:?}");
+    assert_eq!(
+        lab.https().requests(),
+        before + clients.len() as u64,
+        "{:?}",
+        lab.https().log()
+    );
+    let log = lab.https().log();
+    let mut seen: Vec<String> = log[log.len() - clients.len()..]
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    seen.sort();
+    let mut expected: Vec<String> = clients.iter().map(Client::path).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert!(
+        log.iter().all(|r| r.sni.as_deref() == Some("allowed.test")),
+        "{log:?}"
+    );
+    let audit = bottle.audit_text();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"host\":\"denied.test\"") && l.contains("\"decision\":\"deny\"")),
+        "{audit}"
+    );
+
+    drop(bottle);
+    assert_eq!(MachineFiles::take(), machine, "the machine's files changed");
+    let diff = root.diff(&RootSnapshot::take().expect("root snapshot"));
+    assert!(diff.is_empty(), "the machine changed: {diff:#?}");
+    eprintln!(
+        "clients: {names:?}; gateway ready after {gateway_ready:?}, shim setup {setup:?}, \
+         agent done after {agent_ran:?}, total {total:?}",
+        names = clients.iter().map(|c| c.name).collect::<Vec<_>>(),
+        total = started.elapsed(),
+    );
+}
