@@ -449,9 +449,9 @@ mod tests {
     fn every_plain_class_has_ipv4_and_ipv6_examples() {
         use AddrClass::*;
         assert_classes(&[
-            ("8.8.8.8", Global),
-            ("1.1.1.1", Global),
-            ("2606:4700::1111", Global),
+            ("11.22.33.44", Global),
+            ("17.5.6.7", Global),
+            ("2a01:4f8::1", Global),
             ("2a00:1450:4001::1", Global),
             ("0.0.0.0", Unspecified),
             ("::", Unspecified),
@@ -553,7 +553,10 @@ mod tests {
                 "::ffff:169.254.169.254",
                 embedded(Ipv4Mapped, "169.254.169.254", CloudMetadata),
             ),
-            ("::ffff:8.8.8.8", embedded(Ipv4Mapped, "8.8.8.8", Global)),
+            (
+                "::ffff:11.22.33.44",
+                embedded(Ipv4Mapped, "11.22.33.44", Global),
+            ),
             (
                 "::ffff:0.0.0.0",
                 embedded(Ipv4Mapped, "0.0.0.0", Unspecified),
@@ -565,7 +568,10 @@ mod tests {
             ("::2", embedded(Ipv4Compatible, "0.0.0.2", Reserved)),
             ("::10.0.0.1", embedded(Ipv4Compatible, "10.0.0.1", Private)),
             ("64:ff9b::10.0.0.1", embedded(Nat64, "10.0.0.1", Private)),
-            ("64:ff9b::8.8.8.8", embedded(Nat64, "8.8.8.8", Global)),
+            (
+                "64:ff9b::11.22.33.44",
+                embedded(Nat64, "11.22.33.44", Global),
+            ),
             (
                 "64:ff9b:1::a9fe:a9fe",
                 embedded(Nat64, "169.254.169.254", CloudMetadata),
@@ -608,7 +614,7 @@ mod tests {
                 embedded(Ipv4Compatible, "0.0.0.2", Reserved),
                 "ipv4_compatible",
             ),
-            (embedded(Nat64, "8.8.8.8", Global), "nat64"),
+            (embedded(Nat64, "11.22.33.44", Global), "nat64"),
             (embedded(SixToFour, "127.0.0.1", Loopback), "6to4"),
             (embedded(Teredo, "192.0.2.45", Documentation), "teredo"),
         ];
@@ -622,7 +628,7 @@ mod tests {
         let cases = [
             ("127.0.0.1", "loopback"),
             ("169.254.169.254", "cloud metadata endpoint"),
-            ("8.8.8.8", "global unicast"),
+            ("11.22.33.44", "global unicast"),
             ("100.64.0.1", "shared address space (CGNAT)"),
             (
                 "::ffff:127.0.0.1",
@@ -645,8 +651,8 @@ mod tests {
     #[test]
     fn only_global_addresses_are_permitted_without_allow_ranges() {
         let cases = [
-            ("8.8.8.8", true),
-            ("2606:4700::1111", true),
+            ("11.22.33.44", true),
+            ("2a01:4f8::1", true),
             ("10.0.0.1", false),
             ("fd00::1", false),
             ("127.0.0.1", false),
@@ -674,7 +680,7 @@ mod tests {
             ("127.0.0.2", false),
             ("192.168.1.1", false),
             ("fc00::1", false),
-            ("8.8.8.8", true),
+            ("11.22.33.44", true),
         ];
         for (addr, want) in cases {
             assert_eq!(permitted(ip(addr), &allow), want, "{addr}");
@@ -692,7 +698,7 @@ mod tests {
             nets(&["127.0.0.0/8", "fd00::/8"]),
         ];
         let addrs = [
-            "8.8.8.8",
+            "11.22.33.44",
             "10.0.0.1",
             "127.0.0.1",
             "169.254.169.254",
@@ -710,7 +716,7 @@ mod tests {
                 );
             }
         }
-        assert!(permitted(ip("::ffff:8.8.8.8"), &[]));
+        assert!(permitted(ip("::ffff:11.22.33.44"), &[]));
         assert!(!permitted(ip("::ffff:10.0.0.1"), &[]));
         assert!(permitted(ip("::ffff:10.0.0.1"), &nets(&["10.0.0.0/8"])));
         // An IPv6 range over the mapped block does not open the IPv4 address.
@@ -720,14 +726,14 @@ mod tests {
     #[test]
     fn other_embedded_forms_are_permitted_only_by_a_range_over_the_ipv6_address() {
         let cases = [
-            ("64:ff9b::8.8.8.8", &[][..], false),
-            ("64:ff9b::8.8.8.8", &["8.8.8.0/24"][..], false),
-            ("64:ff9b::8.8.8.8", &["64:ff9b::/96"][..], true),
+            ("64:ff9b::11.22.33.44", &[][..], false),
+            ("64:ff9b::11.22.33.44", &["11.22.33.0/24"][..], false),
+            ("64:ff9b::11.22.33.44", &["64:ff9b::/96"][..], true),
             ("64:ff9b::10.0.0.1", &["10.0.0.0/8"][..], false),
             ("2002:808:808::1", &[][..], false),
             ("2002:808:808::1", &["2002::/16"][..], true),
             ("2001:0:4136:e378:8000:63bf:3fff:fdd2", &[][..], false),
-            ("::8.8.8.8", &["8.8.8.8/32"][..], false),
+            ("::11.22.33.44", &["11.22.33.44/32"][..], false),
         ];
         for (addr, allow, want) in cases {
             assert_eq!(

@@ -82,12 +82,12 @@ fn with_allow_ranges_only_global_and_allowed_addresses_are_permitted() {
         "10.20.255.254",
         "fd00:1::5",
         // Global unicast.
-        "8.8.8.8",
-        "1.1.1.1",
+        "11.22.33.44",
+        "17.5.6.7",
         "93.184.215.14",
-        "2606:4700:4700::1111",
+        "2a01:4f8::1",
         "2a00:1450:4001:80b::200e",
-        "::ffff:8.8.8.8",
+        "::ffff:11.22.33.44",
     ];
     let denied_here = [
         // Next to the allowed ranges, but outside them (198.51.100.0/24 is the whole
@@ -118,7 +118,7 @@ fn with_allow_ranges_only_global_and_allowed_addresses_are_permitted() {
 #[test]
 fn without_allow_ranges_only_global_unicast_is_permitted() {
     let policy = load("version: 1\nroutes: []\n");
-    for text in ["8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
+    for text in ["11.22.33.44", "2a01:4f8::1", "::ffff:11.22.33.44"] {
         assert!(policy.permits_address(ip(text)), "{text}");
         let canonical = ip(text).to_canonical();
         assert_eq!(classify(canonical), AddrClass::Global, "{text}");

@@ -315,7 +315,7 @@ fn ip_literal_hosts_in_any_spelling_are_denied_as_ip_literal_for_every_kind() {
         "0X7F.0.0.1",
         "127.0.0.1.",
         "169.254.169.254",
-        "8.8.8.8",
+        "11.22.33.44",
         "[::1]",
         "::1",
         "[::ffff:127.0.0.1]",

@@ -1184,7 +1184,7 @@ fn bad_allow_ranges_and_dns_upstreams_are_errors() {
                 "dns:",
                 "  upstream:",
                 "    - 203.0.113.53",
-                "    - https://1.1.1.1/dns-query",
+                "    - https://17.5.6.7/dns-query",
             ],
             line: 6,
             column: 7,
