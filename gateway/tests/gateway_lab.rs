@@ -4,11 +4,13 @@
 // Test support code may panic: a failed setup is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bottleneck_lab::addr::{ORIGIN_V4, ORIGIN_V6};
-use bottleneck_lab::{ExecOutput, GatewayMode, Host, Lab, LabProcess};
+mod common;
+
+use bottleneck_lab::{ExecOutput, Host};
+use common::Bottle;
 
 const SECRET: &str = "lab-secret-7f3a9c";
 
@@ -32,82 +34,9 @@ dns:
 allow_ranges: [198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32]
 "#;
 
-/// A lab with the gateway running in its gateway namespace.
-struct Bottle {
-    lab: Lab,
-    gateway: Option<LabProcess>,
-    ca_pem: PathBuf,
-    audit: PathBuf,
-}
-
 impl Bottle {
     fn start(policy: &str) -> Bottle {
-        let lab = Lab::new(GatewayMode::Bare).unwrap();
-        let policy_path = lab.dir().join("policy.yaml");
-        std::fs::write(&policy_path, policy).unwrap();
-        let ca_dir = lab.dir().join("bottle-ca");
-        let audit = lab.dir().join("audit.jsonl");
-        let argv: Vec<String> = vec![
-            env!("CARGO_BIN_EXE_bottleneck-gateway").into(),
-            "--policy".into(),
-            policy_path.display().to_string(),
-            "--agent-iface".into(),
-            "eth1".into(),
-            "--ca-dir".into(),
-            ca_dir.display().to_string(),
-            "--upstream-ca".into(),
-            lab.ca_pem_path().display().to_string(),
-            "--audit-log".into(),
-            audit.display().to_string(),
-        ];
-        let mut gateway = lab
-            .command(Host::Gateway, &argv)
-            .env("LAB_TOKEN", SECRET)
-            .timeout(Duration::from_secs(600))
-            .spawn()
-            .unwrap();
-        if let Err(e) = gateway.wait_for_output("bottleneck-gateway ready", Duration::from_secs(20))
-        {
-            let out = gateway.kill();
-            panic!("gateway did not start: {e}\n{out:?}");
-        }
-        Bottle {
-            lab,
-            gateway: Some(gateway),
-            ca_pem: ca_dir.join("ca.pem"),
-            audit,
-        }
-    }
-
-    /// curl in the agent namespace; `-w` appends the status and HTTP version.
-    fn curl(&self, args: &[&str]) -> ExecOutput {
-        let mut argv: Vec<String> = vec![
-            "curl".into(),
-            "-sS".into(),
-            "--max-time".into(),
-            "10".into(),
-            "--cacert".into(),
-            self.ca_pem.display().to_string(),
-            "-w".into(),
-            "\n%{http_code} %{http_version}".into(),
-        ];
-        argv.extend(args.iter().map(|a| a.to_string()));
-        self.lab.exec(Host::Agent, &argv).unwrap()
-    }
-
-    fn audit_text(&self) -> String {
-        std::fs::read_to_string(&self.audit).unwrap_or_default()
-    }
-}
-
-impl Drop for Bottle {
-    fn drop(&mut self) {
-        if let Some(gateway) = self.gateway.take() {
-            let out = gateway.kill();
-            if std::thread::panicking() {
-                eprintln!("gateway output:\n{out:?}");
-            }
-        }
+        Bottle::start_with_env(policy, &[("LAB_TOKEN", SECRET)])
     }
 }
 

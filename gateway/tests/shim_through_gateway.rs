@@ -23,7 +23,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bottleneck_lab::addr::{GATEWAY_AGENT_V4, GATEWAY_WAN_V4, GATEWAY_WAN_V6, ORIGIN_V4};
-use bottleneck_lab::{ExecOutput, GatewayMode, Host, Lab, LabProcess, RequestRecord, RootSnapshot};
+mod common;
+
+use bottleneck_lab::{ExecOutput, Host, Lab, RequestRecord, RootSnapshot};
+use common::Bottle;
 
 const POLICY: &str = r#"
 version: 1
@@ -141,68 +144,6 @@ fn find_node() -> Option<PathBuf> {
 
 fn ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty())
-}
-
-/// A lab with the gateway running in its gateway namespace.
-struct Bottle {
-    lab: Lab,
-    gateway: Option<LabProcess>,
-    ca_pem: PathBuf,
-    audit: PathBuf,
-}
-
-impl Bottle {
-    fn start(policy: &str) -> Bottle {
-        let lab = Lab::new(GatewayMode::Bare).unwrap();
-        let policy_path = lab.dir().join("policy.yaml");
-        fs::write(&policy_path, policy).unwrap();
-        let ca_dir = lab.dir().join("bottle-ca");
-        let audit = lab.dir().join("audit.jsonl");
-        let argv: Vec<String> = vec![
-            env!("CARGO_BIN_EXE_bottleneck-gateway").into(),
-            "--policy".into(),
-            policy_path.display().to_string(),
-            "--agent-iface".into(),
-            "eth1".into(),
-            "--ca-dir".into(),
-            ca_dir.display().to_string(),
-            "--upstream-ca".into(),
-            lab.ca_pem_path().display().to_string(),
-            "--audit-log".into(),
-            audit.display().to_string(),
-        ];
-        let mut gateway = lab
-            .command(Host::Gateway, &argv)
-            .timeout(Duration::from_secs(600))
-            .spawn()
-            .unwrap();
-        if let Err(e) = gateway.wait_for_output("bottleneck-gateway ready", Duration::from_secs(20))
-        {
-            let out = gateway.kill();
-            panic!("gateway did not start: {e}\n{out:?}");
-        }
-        Bottle {
-            lab,
-            gateway: Some(gateway),
-            ca_pem: ca_dir.join("ca.pem"),
-            audit,
-        }
-    }
-
-    fn audit_text(&self) -> String {
-        fs::read_to_string(&self.audit).unwrap_or_default()
-    }
-}
-
-impl Drop for Bottle {
-    fn drop(&mut self) {
-        if let Some(gateway) = self.gateway.take() {
-            let out = gateway.kill();
-            if std::thread::panicking() {
-                eprintln!("gateway output:\n{out:?}");
-            }
-        }
-    }
 }
 
 /// Per-test files bind-mounted over the machine's in the shim's mount namespace.
@@ -375,7 +316,7 @@ fn an_agent_started_by_the_shim_reaches_allowed_hosts_through_the_gateway_trusti
     let machine = MachineFiles::take();
     let root = RootSnapshot::take().expect("root snapshot");
 
-    let bottle = Bottle::start(POLICY);
+    let bottle = Bottle::start_with_env(POLICY, &[]);
     let gateway_ready = started.elapsed();
     let lab = &bottle.lab;
     let bottle_ca = fs::read_to_string(&bottle.ca_pem).expect("the gateway wrote its CA");
