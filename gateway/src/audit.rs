@@ -1,4 +1,4 @@
-//! The audit stream: one JSON line per decision (tls, http, tcp, proxy), stable field names,
+//! The audit stream: one JSON line per decision (tls, http, tcp, proxy, dns), stable field names,
 //! never a secret. Operational logs go through `tracing`; this stream is for people and
 //! tools that need to know what the agent tried and what the gateway did.
 
@@ -16,7 +16,7 @@ use serde::Serialize;
 pub struct Record {
     /// RFC 3339 UTC timestamp.
     pub ts: String,
-    /// `tls`, `http`, `https`, `tcp` or `proxy`.
+    /// `tls`, `http`, `https`, `tcp`, `proxy` or `dns`.
     pub kind: &'static str,
     /// The agent's address.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,6 +55,21 @@ pub struct Record {
     /// The vetted upstream address dialled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<SocketAddr>,
+    /// DNS: the query type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qtype: Option<String>,
+    /// DNS: the response code sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rcode: Option<String>,
+    /// DNS: how many answer records were sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answers: Option<usize>,
+    /// DNS: whether the answer came from the cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached: Option<bool>,
+    /// DNS: time spent waiting for the upstream resolver, in ms (absent: not asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_ms: Option<f64>,
 }
 
 /// Where audit lines go. Cheap to clone; lines from concurrent tasks never interleave.

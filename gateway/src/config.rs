@@ -49,7 +49,7 @@ pub struct Args {
     /// Port of the transparent TLS listener (agent port 443 is redirected here).
     #[arg(long, env = "BOTTLENECK_TLS_PORT", default_value_t = 15443)]
     pub tls_port: u16,
-    /// Port reserved for the DNS listener (agent port 53 is redirected here).
+    /// Port of the DNS server, UDP and TCP (agent port 53, any destination, is redirected here).
     #[arg(long, env = "BOTTLENECK_DNS_PORT", default_value_t = 15053)]
     pub dns_port: u16,
     /// Port reserved for the TCP relay (ports of `tcp` rules are redirected here).

@@ -9,6 +9,8 @@
 //! * [`proxy`]: per request: authority = SNI, policy, credentials, forward, and
 //!   [`proxy::rescue`], the one place refusals become responses.
 //! * [`upstream`]: resolve the checked name, vet every address, dial a vetted one.
+//! * [`dns`]: the allowlist DNS server (agent port 53, any destination, is redirected to
+//!   it), deciding every name with the same policy, pinning the addresses it hands out.
 //! * [`audit`]: one JSON line per decision.
 //!
 //! Every decision goes through `bottleneck_policy::Policy::decide`.
@@ -16,6 +18,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod dns;
 pub mod firewall;
 pub mod listen;
 pub mod privilege;

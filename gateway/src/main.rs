@@ -4,8 +4,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bottleneck_dns::Pins;
 use bottleneck_gateway::audit::Audit;
 use bottleneck_gateway::config::{Args, Command, listen_addr, own_addresses};
+use bottleneck_gateway::dns::{self, PIN_CAPACITY};
 use bottleneck_gateway::firewall::{self, FirewallConfig};
 use bottleneck_gateway::listen::Listeners;
 use bottleneck_gateway::privilege::keep_only_network_capabilities;
@@ -13,10 +15,10 @@ use bottleneck_gateway::proxy::Proxy;
 use bottleneck_gateway::state::{PolicyHandle, Snapshot};
 use bottleneck_gateway::tls::ca::BottleCa;
 use bottleneck_gateway::tls::mint::LeafCache;
-use bottleneck_gateway::upstream::{Connector, Upstream, UpstreamConfig};
+use bottleneck_gateway::upstream::{Connector, Upstream, UpstreamConfig, resolvers};
 use bottleneck_policy::Policy;
 use clap::Parser;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Exit status for configuration problems (policy, secrets, CA, flags).
@@ -69,7 +71,10 @@ fn main() -> ExitCode {
         .iter()
         .flat_map(|r| r.tcp().iter().copied())
         .collect();
-    let resolvers = policy.dns_upstream().to_vec();
+    let resolvers = match resolvers(policy.dns_upstream()) {
+        Ok(resolvers) => resolvers,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
     let snapshot = match Snapshot::new(policy, |name| std::env::var(name).ok()) {
         Ok(snapshot) => snapshot,
         Err(e) => return fail(EXIT_CONFIG, e),
@@ -101,6 +106,14 @@ fn main() -> ExitCode {
     let (tls_listener, http_listener) = match (bind(args.tls_port), bind(args.http_port)) {
         (Ok(tls), Ok(http)) => (tls, http),
         (Err(e), _) | (_, Err(e)) => return fail(EXIT_RUNTIME, format!("cannot listen: {e}")),
+    };
+    let dns_sockets = match bind(args.dns_port).and_then(|tcp| {
+        let udp = std::net::UdpSocket::bind(listen_addr(args.dns_port))?;
+        udp.set_nonblocking(true)?;
+        Ok((udp, tcp))
+    }) {
+        Ok(sockets) => sockets,
+        Err(e) => return fail(EXIT_RUNTIME, format!("cannot listen for DNS: {e}")),
     };
     let firewall_config = FirewallConfig {
         agent_iface,
@@ -139,6 +152,7 @@ fn main() -> ExitCode {
         audit,
         tls_listener,
         http_listener,
+        dns_sockets,
     };
     let code = runtime.block_on(ready.serve());
     // Fail closed: the table goes, and so does forwarding, or the agent would be routed out
@@ -164,6 +178,7 @@ struct Ready {
     audit: Audit,
     tls_listener: std::net::TcpListener,
     http_listener: std::net::TcpListener,
+    dns_sockets: (std::net::UdpSocket, std::net::TcpListener),
 }
 
 impl Ready {
@@ -178,15 +193,19 @@ impl Ready {
             audit,
             tls_listener,
             http_listener,
+            dns_sockets: (dns_udp, dns_tcp),
         } = self;
-        let (tls_listener, http_listener) = match (
-            TcpListener::from_std(tls_listener),
-            TcpListener::from_std(http_listener),
-        ) {
-            (Ok(tls), Ok(http)) => (tls, http),
-            (Err(e), _) | (_, Err(e)) => {
-                return Err(fail(EXIT_RUNTIME, format!("cannot listen: {e}")));
-            }
+        let listeners = (|| {
+            Ok::<_, std::io::Error>((
+                TcpListener::from_std(tls_listener)?,
+                TcpListener::from_std(http_listener)?,
+                UdpSocket::from_std(dns_udp)?,
+                TcpListener::from_std(dns_tcp)?,
+            ))
+        })();
+        let (tls_listener, http_listener, dns_udp, dns_tcp) = match listeners {
+            Ok(listeners) => listeners,
+            Err(e) => return Err(fail(EXIT_RUNTIME, format!("cannot listen: {e}"))),
         };
         // Handlers first: a SIGHUP or SIGTERM that arrives once we say "ready" must not hit
         // the default action (which would kill the gateway without removing its firewall).
@@ -198,13 +217,24 @@ impl Ready {
             return Err(fail(EXIT_RUNTIME, "cannot install signal handlers"));
         };
         let handle = PolicyHandle::new(snapshot);
+        let resolver = match dns::resolver(resolvers, handle.clone()) {
+            Ok(resolver) => Arc::new(resolver),
+            Err(e) => return Err(fail(EXIT_CONFIG, e)),
+        };
+        let pins = Arc::new(Pins::new(PIN_CAPACITY));
+        let mut dns_server = dns::start(
+            resolver.clone(),
+            audit.clone(),
+            pins.clone(),
+            vec![dns_udp],
+            vec![dns_tcp],
+        );
         let upstream_config = UpstreamConfig {
-            resolvers,
             extra_cas: args.upstream_ca.clone(),
             mark: args.mark,
             own_addrs: own_addresses(),
         };
-        let upstream = match Upstream::new(upstream_config, handle.clone()) {
+        let upstream = match Upstream::new(upstream_config, resolver, handle.clone()) {
             Ok(upstream) => Arc::new(upstream),
             Err(e) => return Err(fail(EXIT_CONFIG, e)),
         };
@@ -226,6 +256,7 @@ impl Ready {
         tracing::info!(
             tls = args.tls_port,
             http = args.http_port,
+            dns = args.dns_port,
             "bottleneck-gateway ready"
         );
 
@@ -241,6 +272,7 @@ impl Ready {
         // Drain: stop accepting, give open connections a bounded time.
         tls_task.abort();
         http_task.abort();
+        let _ = dns_server.shutdown_gracefully().await;
         let drain = Duration::from_secs(args.drain_seconds);
         let all = u32::try_from(args.max_connections).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(drain, listeners.connections.acquire_many(all)).await;

@@ -13,10 +13,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bottleneck_dns::Resolver;
 use bottleneck_policy::addr::classify;
-use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{NameServerConfig, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
@@ -86,8 +84,6 @@ pub enum UpstreamError {
 /// Settings for [`Upstream::new`].
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamConfig {
-    /// Resolvers to ask; empty = the nameservers of the gateway's /etc/resolv.conf.
-    pub resolvers: Vec<SocketAddr>,
     /// Extra CA certificates (PEM files) trusted for upstream TLS besides the system roots.
     pub extra_cas: Vec<PathBuf>,
     /// SO_MARK value for upstream sockets, so nftables never redirects them back to us.
@@ -113,14 +109,15 @@ pub enum UpstreamSetupError {
         /// The resolv.conf read.
         path: PathBuf,
     },
-    /// The resolver could not be built.
-    #[error("cannot build the resolver: {0}")]
-    Resolver(String),
+    /// The TLS client configuration could not be built.
+    #[error("cannot build the upstream TLS configuration: {0}")]
+    Tls(String),
 }
 
 /// Resolves, vets and dials upstreams. Shared by every connection.
 pub struct Upstream {
-    resolver: TokioResolver,
+    /// The DNS server's resolver: one cache for the agent's queries and the gateway's.
+    resolver: Arc<Resolver>,
     tls: TlsConnector,
     mark: u32,
     own_addrs: Vec<IpAddr>,
@@ -128,46 +125,12 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Build the resolver and the TLS client configuration.
+    /// Build the TLS client configuration; names are resolved with `resolver`.
     pub fn new(
         config: UpstreamConfig,
+        resolver: Arc<Resolver>,
         policy: PolicyHandle,
     ) -> Result<Upstream, UpstreamSetupError> {
-        let resolvers = if config.resolvers.is_empty() {
-            let path = Path::new("/etc/resolv.conf");
-            let found =
-                nameservers_from_resolv_conf(&std::fs::read_to_string(path).unwrap_or_default());
-            if found.is_empty() {
-                return Err(UpstreamSetupError::NoResolver {
-                    path: path.to_owned(),
-                });
-            }
-            found
-        } else {
-            config.resolvers.clone()
-        };
-        let servers = resolvers
-            .iter()
-            .map(|addr| {
-                let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-                for connection in &mut server.connections {
-                    connection.port = addr.port();
-                }
-                server
-            })
-            .collect();
-        let mut builder = TokioResolver::builder_with_config(
-            ResolverConfig::from_name_servers(servers),
-            TokioRuntimeProvider::default(),
-        );
-        let options = builder.options_mut();
-        options.timeout = RESOLVE_TIMEOUT;
-        options.attempts = 2;
-        options.cache_size = 1024;
-        let resolver = builder
-            .build()
-            .map_err(|e| UpstreamSetupError::Resolver(e.to_string()))?;
-
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         for path in &config.extra_cas {
@@ -189,7 +152,7 @@ impl Upstream {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| UpstreamSetupError::Resolver(e.to_string()))?
+            .map_err(|e| UpstreamSetupError::Tls(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -204,20 +167,20 @@ impl Upstream {
 
     /// Resolve `host` and keep only the addresses the policy lets the gateway dial.
     pub async fn vetted_addrs(&self, host: &str) -> Result<Vec<IpAddr>, UpstreamError> {
-        // A trailing dot keeps the resolver from appending search domains.
-        let fqdn = format!("{host}.");
-        let lookup =
-            self.resolver
-                .lookup_ip(fqdn.as_str())
-                .await
-                .map_err(|e| UpstreamError::Resolve {
-                    host: host.to_owned(),
-                    reason: e.to_string(),
-                })?;
+        let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, self.resolver.lookup_ip(host))
+            .await
+            .map_err(|_| UpstreamError::Resolve {
+                host: host.to_owned(),
+                reason: format!("no answer within {RESOLVE_TIMEOUT:?}"),
+            })?
+            .map_err(|e| UpstreamError::Resolve {
+                host: host.to_owned(),
+                reason: e.to_string(),
+            })?;
         let policy = self.policy.current();
         let mut vetted = Vec::new();
         let mut refused = Vec::new();
-        for ip in lookup.iter() {
+        for ip in lookup {
             if self.own_addrs.contains(&ip) || self.own_addrs.contains(&ip.to_canonical()) {
                 refused.push(format!("{ip} (the gateway itself)"));
             } else if policy.policy.permits_address(ip) {
@@ -309,6 +272,23 @@ impl Upstream {
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         Ok(stream)
     }
+}
+
+/// The resolvers the gateway asks: the policy's `dns.upstream` if it names any, else the
+/// nameservers of the gateway's own /etc/resolv.conf. Used for the gateway's own lookups
+/// and by the DNS server for the agent's.
+pub fn resolvers(configured: &[SocketAddr]) -> Result<Vec<SocketAddr>, UpstreamSetupError> {
+    if !configured.is_empty() {
+        return Ok(configured.to_vec());
+    }
+    let path = Path::new("/etc/resolv.conf");
+    let found = nameservers_from_resolv_conf(&std::fs::read_to_string(path).unwrap_or_default());
+    if found.is_empty() {
+        return Err(UpstreamSetupError::NoResolver {
+            path: path.to_owned(),
+        });
+    }
+    Ok(found)
 }
 
 /// The `nameserver` lines of a resolv.conf, port 53.

@@ -142,7 +142,7 @@ pub struct DnsServer {
 
 impl DnsServer {
     /// A server with the built-in zone (see the module docs).
-    pub(crate) fn with_default_zone() -> Self {
+    pub fn with_default_zone() -> Self {
         let server = DnsServer::default();
         {
             let mut zone = lock(&server.state.zone);
@@ -496,8 +496,9 @@ fn soa_record() -> Option<Record> {
     Some(Record::from_rdata(zone, DEFAULT_TTL, RData::SOA(soa)))
 }
 
-/// Serves UDP queries on `socket` until the runtime shuts down.
-pub(crate) async fn serve_udp(server: DnsServer, socket: tokio::net::UdpSocket) {
+/// Serves UDP queries on `socket` until the runtime shuts down (the lab runs it in the wan
+/// namespace; other crates run it on loopback as a fake upstream).
+pub async fn serve_udp(server: DnsServer, socket: tokio::net::UdpSocket) {
     let mut buf = vec![0u8; 4096];
     loop {
         let (len, peer) = match socket.recv_from(&mut buf).await {
@@ -515,7 +516,7 @@ pub(crate) async fn serve_udp(server: DnsServer, socket: tokio::net::UdpSocket) 
 }
 
 /// Serves TCP queries on `listener` until the runtime shuts down.
-pub(crate) async fn serve_tcp(server: DnsServer, listener: tokio::net::TcpListener) {
+pub async fn serve_tcp(server: DnsServer, listener: tokio::net::TcpListener) {
     let limit = Arc::new(Semaphore::new(TCP_CONNECTIONS));
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
