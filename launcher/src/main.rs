@@ -5,5 +5,5 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = bottleneck::cli::Cli::parse();
     let code = bottleneck::run(cli.command, &mut std::io::stdout(), &mut std::io::stderr());
-    std::process::ExitCode::from(code as u8)
+    std::process::ExitCode::from(code)
 }

@@ -1,0 +1,258 @@
+//! The commands other than `policy check`: each takes its parsed arguments, does its job
+//! and renders problems for people, returning the exit status.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::ExitCode;
+use crate::bottle::{self, ConfigError};
+use crate::cli::{Backend, DemoArgs, Egress, LogsArgs, RmArgs, RunArgs};
+
+fn config_error(err: &mut dyn Write, e: &ConfigError) -> u8 {
+    // Nothing more useful can be done if stderr itself fails.
+    let _ = writeln!(err, "error: {e}");
+    ExitCode::Config as u8
+}
+
+/// The backend `run` uses when none is given.
+pub fn default_backend() -> Backend {
+    if cfg!(target_os = "linux") {
+        Backend::Netns
+    } else {
+        Backend::Apple
+    }
+}
+
+/// `bottleneck run`.
+pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    // The policy and secrets first: the same errors whatever the backend.
+    let config = match bottle::prepare(args, |v| std::env::var(v).ok()) {
+        Ok(config) => config,
+        Err(e) => return config_error(err, &e),
+    };
+    let backend = args.backend.unwrap_or_else(default_backend);
+    if backend != Backend::Netns {
+        return config_error(
+            err,
+            &ConfigError::Unsupported(format!(
+                "the {backend:?} backend is not built yet; use --backend netns (Linux, root)"
+            )),
+        );
+    }
+    if args.egress == Egress::Proxy {
+        return config_error(
+            err,
+            &ConfigError::Unsupported(
+                "--egress=proxy is not yet supported by the netns backend (the gateway's \
+                 explicit proxy listener is still to come); use --egress=transparent"
+                    .into(),
+            ),
+        );
+    }
+    run_netns(&config, args.dry_run, out, err)
+}
+
+#[cfg(target_os = "linux")]
+fn run_netns(
+    config: &bottle::RunConfig,
+    dry_run: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    use crate::netns;
+    let prepared = match netns::prepare(config) {
+        Ok(p) => p,
+        Err(e) => return config_error(err, &e),
+    };
+    if dry_run {
+        let text = netns::dry_run_text(config, &prepared);
+        return match out.write_all(text.as_bytes()) {
+            Ok(()) => ExitCode::Ok as u8,
+            Err(_) => ExitCode::Failure as u8,
+        };
+    }
+    match netns::run(config, &prepared, netns::AgentIo::Inherit, err) {
+        Ok(outcome) => outcome.code,
+        Err(netns::RunError::Config(e)) => config_error(err, &e),
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            ExitCode::Failure as u8
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn run_netns(
+    _config: &bottle::RunConfig,
+    _dry_run: bool,
+    _out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    config_error(
+        err,
+        &ConfigError::Unsupported("the netns backend needs Linux".into()),
+    )
+}
+
+/// `bottleneck ls`.
+#[cfg(target_os = "linux")]
+pub fn ls(out: &mut dyn Write, _err: &mut dyn Write) -> u8 {
+    let bottles = crate::netns::teardown::list();
+    let mut text = format!(
+        "{:<12} {:<8} {:<8} {:<24} {}\n",
+        "NAME", "STATE", "PID", "UPLINK", "AGENT"
+    );
+    for b in &bottles {
+        let (pid, uplink, agent) = match &b.record {
+            Some(r) => (
+                r.launcher_pid.to_string(),
+                r.uplink.clone(),
+                r.agent.join(" "),
+            ),
+            None => (
+                "-".into(),
+                "-".into(),
+                format!("(no state; namespaces: {})", b.namespaces.join(" ")),
+            ),
+        };
+        let agent: String = agent.chars().take(60).collect();
+        text.push_str(&format!(
+            "{:<12} {:<8} {:<8} {:<24} {}\n",
+            b.name, b.state, pid, uplink, agent
+        ));
+    }
+    match out.write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::Ok as u8,
+        Err(_) => ExitCode::Failure as u8,
+    }
+}
+
+/// `bottleneck ls` (no netns backend here: nothing to list).
+#[cfg(not(target_os = "linux"))]
+pub fn ls(out: &mut dyn Write, _err: &mut dyn Write) -> u8 {
+    match writeln!(out, "NAME STATE PID UPLINK AGENT") {
+        Ok(()) => ExitCode::Ok as u8,
+        Err(_) => ExitCode::Failure as u8,
+    }
+}
+
+/// `bottleneck rm NAME|--all`.
+#[cfg(target_os = "linux")]
+pub fn rm(args: &RmArgs, err: &mut dyn Write) -> u8 {
+    let names: Vec<String> = if args.all {
+        crate::netns::teardown::list()
+            .into_iter()
+            .map(|b| b.name)
+            .collect()
+    } else {
+        let name = args.name.clone().unwrap_or_default();
+        if let Err(e) = bottle::check_name(&name) {
+            return config_error(err, &e);
+        }
+        vec![name]
+    };
+    if !nix::unistd::geteuid().is_root() {
+        let _ = writeln!(err, "error: removing bottles needs root");
+        return ExitCode::Failure as u8;
+    }
+    let mut code = ExitCode::Ok as u8;
+    for name in names {
+        match crate::netns::remove(&name, err) {
+            Ok(()) => {
+                let _ = writeln!(err, "bottleneck: removed {name}");
+            }
+            Err(e) => {
+                let _ = writeln!(err, "error: removing {name}: {e}");
+                code = ExitCode::Failure as u8;
+            }
+        }
+    }
+    code
+}
+
+/// `bottleneck rm` (no netns backend here).
+#[cfg(not(target_os = "linux"))]
+pub fn rm(_args: &RmArgs, err: &mut dyn Write) -> u8 {
+    let _ = writeln!(err, "error: no bottles on this system");
+    ExitCode::Failure as u8
+}
+
+/// `bottleneck logs NAME [-f] [--json]`.
+pub fn logs(args: &LogsArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    if let Err(e) = bottle::check_name(&args.name) {
+        return config_error(err, &e);
+    }
+    let names = bottle::Names::new(&args.name);
+    let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let state_dir = names.state_dir.clone();
+    let keep = move || state_dir.exists();
+    match crate::logs::show(
+        &args.name,
+        &names.audit_path(),
+        args.json,
+        args.follow,
+        color,
+        out,
+        &keep,
+    ) {
+        Ok(()) => ExitCode::Ok as u8,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            ExitCode::Failure as u8
+        }
+    }
+}
+
+/// `bottleneck ca init DIR`: the gateway's own CA code, through its `ca-init` command.
+pub fn ca_init(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let gateway = match bottle::find_binary("bottleneck-gateway") {
+        Ok(g) => g,
+        Err(e) => return config_error(err, &e),
+    };
+    let output = std::process::Command::new(&gateway)
+        .arg("ca-init")
+        .arg("--ca-dir")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .output();
+    match output {
+        Ok(o) if o.status.success() => {
+            let _ = out.write_all(&o.stdout);
+            let _ = writeln!(
+                err,
+                "bottleneck: created {}/ca.pem and ca.key (mode 0600)",
+                dir.display()
+            );
+            ExitCode::Ok as u8
+        }
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stderr);
+            let msg = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("failed");
+            let _ = writeln!(err, "error: ca init {}: {msg}", dir.display());
+            ExitCode::Config as u8
+        }
+        Err(e) => {
+            let _ = writeln!(err, "error: cannot run {}: {e}", gateway.display());
+            ExitCode::Failure as u8
+        }
+    }
+}
+
+/// `bottleneck demo`.
+#[cfg(target_os = "linux")]
+pub fn demo(args: &DemoArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    crate::demo::run(args, out, err)
+}
+
+/// `bottleneck demo` (Linux only).
+#[cfg(not(target_os = "linux"))]
+pub fn demo(_args: &DemoArgs, _out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    config_error(
+        err,
+        &ConfigError::Unsupported("the demo needs Linux (network namespaces) and root".into()),
+    )
+}
