@@ -8,6 +8,9 @@
 //! * [`tls`]: the bottle CA, leaf certificates minted per SNI (cached), the ClientHello peek.
 //! * [`proxy`]: per request: authority = SNI, policy, credentials, forward, and
 //!   [`proxy::rescue`], the one place refusals become responses.
+//! * [`relay`]: raw TCP for the policy's `tcp` rules, decided by the name the DNS server
+//!   handed the destination out for (its pins), never by the address alone.
+//! * [`splice`]: both-way byte copy with counts and an idle timeout (passthrough, relay).
 //! * [`upstream`]: resolve the checked name, vet every address, dial a vetted one.
 //! * [`dns`]: the allowlist DNS server (agent port 53, any destination, is redirected to
 //!   it), deciding every name with the same policy, pinning the addresses it hands out.
@@ -23,6 +26,8 @@ pub mod firewall;
 pub mod listen;
 pub mod privilege;
 pub mod proxy;
+pub mod relay;
+pub mod splice;
 pub mod state;
 pub mod tls;
 pub mod upstream;

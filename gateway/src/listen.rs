@@ -18,6 +18,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use crate::audit::Record;
 use crate::firewall::sockopt::original_dst;
 use crate::proxy::{ConnInfo, Proxy, Refusal};
+use crate::splice::splice;
 use crate::tls::client_hello::peek_client_hello;
 use crate::tls::mint::LeafCache;
 use crate::upstream::Upstream;
@@ -32,6 +33,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The most header fields in one request head.
 const MAX_HEADERS: usize = 128;
+/// A passthrough splice with no traffic either way for this long is closed.
+const PASSTHROUGH_IDLE: Duration = Duration::from_secs(15 * 60);
 
 /// Everything a listener needs.
 pub struct Listeners {
@@ -272,13 +275,12 @@ impl Listeners {
                 record.decision = "allow";
                 record.reason = "allowed";
                 record.upstream = Some(addr);
-                match tokio::io::copy_bidirectional(&mut stream, &mut upstream).await {
-                    Ok((up, down)) => {
-                        record.bytes_up = up;
-                        record.bytes_down = down;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "passthrough ended with an error"),
+                let (moved, error) = splice(&mut stream, &mut upstream, PASSTHROUGH_IDLE).await;
+                if let Some(e) = error {
+                    tracing::debug!(error = %e, "passthrough ended with an error");
                 }
+                record.bytes_up = moved.up;
+                record.bytes_down = moved.down;
             }
             Err(e) => {
                 record.decision = "deny";

@@ -12,6 +12,7 @@ use bottleneck_gateway::firewall::{self, FirewallConfig};
 use bottleneck_gateway::listen::Listeners;
 use bottleneck_gateway::privilege::keep_only_network_capabilities;
 use bottleneck_gateway::proxy::Proxy;
+use bottleneck_gateway::relay::TcpRelay;
 use bottleneck_gateway::state::{PolicyHandle, Snapshot};
 use bottleneck_gateway::tls::ca::BottleCa;
 use bottleneck_gateway::tls::mint::LeafCache;
@@ -103,9 +104,15 @@ fn main() -> ExitCode {
             Ok(l)
         })
     };
-    let (tls_listener, http_listener) = match (bind(args.tls_port), bind(args.http_port)) {
-        (Ok(tls), Ok(http)) => (tls, http),
-        (Err(e), _) | (_, Err(e)) => return fail(EXIT_RUNTIME, format!("cannot listen: {e}")),
+    let (tls_listener, http_listener, relay_listener) = match (
+        bind(args.tls_port),
+        bind(args.http_port),
+        bind(args.tcp_relay_port),
+    ) {
+        (Ok(tls), Ok(http), Ok(relay)) => (tls, http, relay),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            return fail(EXIT_RUNTIME, format!("cannot listen: {e}"));
+        }
     };
     let dns_sockets = match bind(args.dns_port).and_then(|tcp| {
         let udp = std::net::UdpSocket::bind(listen_addr(args.dns_port))?;
@@ -152,6 +159,7 @@ fn main() -> ExitCode {
         audit,
         tls_listener,
         http_listener,
+        relay_listener,
         dns_sockets,
     };
     let code = runtime.block_on(ready.serve());
@@ -178,6 +186,7 @@ struct Ready {
     audit: Audit,
     tls_listener: std::net::TcpListener,
     http_listener: std::net::TcpListener,
+    relay_listener: std::net::TcpListener,
     dns_sockets: (std::net::UdpSocket, std::net::TcpListener),
 }
 
@@ -193,17 +202,19 @@ impl Ready {
             audit,
             tls_listener,
             http_listener,
+            relay_listener,
             dns_sockets: (dns_udp, dns_tcp),
         } = self;
         let listeners = (|| {
             Ok::<_, std::io::Error>((
                 TcpListener::from_std(tls_listener)?,
                 TcpListener::from_std(http_listener)?,
+                TcpListener::from_std(relay_listener)?,
                 UdpSocket::from_std(dns_udp)?,
                 TcpListener::from_std(dns_tcp)?,
             ))
         })();
-        let (tls_listener, http_listener, dns_udp, dns_tcp) = match listeners {
+        let (tls_listener, http_listener, relay_listener, dns_udp, dns_tcp) = match listeners {
             Ok(listeners) => listeners,
             Err(e) => return Err(fail(EXIT_RUNTIME, format!("cannot listen: {e}"))),
         };
@@ -222,6 +233,7 @@ impl Ready {
             Err(e) => return Err(fail(EXIT_CONFIG, e)),
         };
         let pins = Arc::new(Pins::new(PIN_CAPACITY));
+        let connections = Arc::new(tokio::sync::Semaphore::new(args.max_connections));
         let mut dns_server = dns::start(
             resolver.clone(),
             audit.clone(),
@@ -238,6 +250,13 @@ impl Ready {
             Ok(upstream) => Arc::new(upstream),
             Err(e) => return Err(fail(EXIT_CONFIG, e)),
         };
+        let relay = Arc::new(TcpRelay {
+            policy: handle.clone(),
+            pins,
+            upstream: upstream.clone(),
+            audit: audit.clone(),
+            connections: connections.clone(),
+        });
         let proxy = Arc::new(Proxy::new(
             handle.clone(),
             Connector::new(upstream.clone()),
@@ -247,12 +266,13 @@ impl Ready {
             proxy,
             upstream,
             leaves,
-            connections: Arc::new(tokio::sync::Semaphore::new(args.max_connections)),
+            connections,
         });
 
         // Spawn.
         let tls_task = tokio::spawn(listeners.clone().serve_tls(tls_listener));
         let http_task = tokio::spawn(listeners.clone().serve_http(http_listener));
+        let relay_task = tokio::spawn(relay.serve(relay_listener));
         tracing::info!(
             tls = args.tls_port,
             http = args.http_port,
@@ -272,6 +292,7 @@ impl Ready {
         // Drain: stop accepting, give open connections a bounded time.
         tls_task.abort();
         http_task.abort();
+        relay_task.abort();
         let _ = dns_server.shutdown_gracefully().await;
         let drain = Duration::from_secs(args.drain_seconds);
         let all = u32::try_from(args.max_connections).unwrap_or(u32::MAX);

@@ -177,16 +177,12 @@ impl Upstream {
                 host: host.to_owned(),
                 reason: e.to_string(),
             })?;
-        let policy = self.policy.current();
         let mut vetted = Vec::new();
         let mut refused = Vec::new();
         for ip in lookup {
-            if self.own_addrs.contains(&ip) || self.own_addrs.contains(&ip.to_canonical()) {
-                refused.push(format!("{ip} (the gateway itself)"));
-            } else if policy.policy.permits_address(ip) {
-                vetted.push(ip);
-            } else {
-                refused.push(format!("{ip} ({})", classify(ip)));
+            match self.vet(ip) {
+                Ok(()) => vetted.push(ip),
+                Err(why) => refused.push(format!("{ip} ({why})")),
             }
         }
         if vetted.is_empty() {
@@ -202,6 +198,43 @@ impl Upstream {
             });
         }
         Ok(vetted)
+    }
+
+    /// Whether the gateway may dial `ip`: never itself, and only address classes the
+    /// policy permits (global, or covered by `allow_ranges`). The error names the class.
+    pub fn vet(&self, ip: IpAddr) -> Result<(), String> {
+        if self.own_addrs.contains(&ip) || self.own_addrs.contains(&ip.to_canonical()) {
+            return Err("the gateway itself".into());
+        }
+        if self.policy.current().policy.permits_address(ip) {
+            Ok(())
+        } else {
+            Err(classify(ip).to_string())
+        }
+    }
+
+    /// Connect to exactly `addr` for `host` (the TCP relay's pinned address), after
+    /// vetting it like any resolved address.
+    pub async fn connect_addr(
+        &self,
+        host: &str,
+        addr: SocketAddr,
+    ) -> Result<TcpStream, UpstreamError> {
+        let ip = addr.ip().to_canonical();
+        if let Err(why) = self.vet(ip) {
+            return Err(UpstreamError::Refused {
+                host: host.to_owned(),
+                refused: format!("{ip} ({why})"),
+            });
+        }
+        let addr = SocketAddr::new(ip, addr.port());
+        self.dial(addr)
+            .await
+            .map_err(|source| UpstreamError::Connect {
+                host: host.to_owned(),
+                addr,
+                source,
+            })
     }
 
     /// Connect to a vetted address of `host` (trying each in turn).
