@@ -202,15 +202,7 @@ impl std::fmt::Debug for Secrets {
 
 /// Loads and validates the policy (the messages of `bottleneck policy check`).
 pub fn load_policy(path: &Path) -> Result<Policy, ConfigError> {
-    Policy::load(path).map_err(|e| {
-        let count = e.diagnostics().len();
-        let summary = match count {
-            0 => String::new(),
-            1 => "\n1 problem; the policy was not loaded".to_owned(),
-            n => format!("\n{n} problems; the policy was not loaded"),
-        };
-        ConfigError::Policy(format!("{e}{summary}"))
-    })
+    Policy::load(path).map_err(|e| ConfigError::Policy(crate::policy_check::report(&e)))
 }
 
 /// The `token_ref` variables of the policy, each once, in order.

@@ -60,7 +60,7 @@ fn run_netns(
     err: &mut dyn Write,
 ) -> u8 {
     use crate::netns;
-    let prepared = match netns::prepare(config) {
+    let prepared = match netns::prepare(config, dry_run) {
         Ok(p) => p,
         Err(e) => return config_error(err, &e),
     };

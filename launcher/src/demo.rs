@@ -323,7 +323,7 @@ fn demo(out: &mut dyn Write, err: &mut dyn Write) -> Result<bool, DemoError> {
     };
     // The same validation as `bottleneck run`.
     bottle::load_policy(&config.policy_path)?;
-    let prepared = netns::prepare(&config)?;
+    let prepared = netns::prepare(&config, false)?;
     writeln!(
         err,
         "bottleneck demo: bottle {name}, policy examples/demo-policy.yaml, agent: {}",

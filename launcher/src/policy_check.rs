@@ -29,15 +29,20 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> ExitCo
             }
         }
         Err(e) => {
-            let count = e.diagnostics().len();
-            let summary = match count {
-                0 => String::new(),
-                1 => "\n1 problem; the policy was not loaded\n".to_owned(),
-                n => format!("\n{n} problems; the policy was not loaded\n"),
-            };
             // Nothing more useful can be done if stderr itself fails.
-            let _ = write!(err, "error: {e}\n{summary}");
+            let _ = writeln!(err, "error: {}", report(&e));
             ExitCode::Config
         }
     }
+}
+
+/// The full report of a policy that did not load (every problem, then a count), without
+/// the leading `error: ` and the final newline; `bottleneck run` shows the same text.
+pub fn report(e: &bottleneck_policy::LoadError) -> String {
+    let summary = match e.diagnostics().len() {
+        0 => String::new(),
+        1 => "\n1 problem; the policy was not loaded".to_owned(),
+        n => format!("\n{n} problems; the policy was not loaded"),
+    };
+    format!("{e}\n{summary}").trim_end().to_owned()
 }
