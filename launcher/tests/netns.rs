@@ -273,6 +273,8 @@ fn run_enforces_the_policy_hides_the_secret_and_leaves_nothing_behind() {
          echo ==denied==; $C --resolve denied.test:443:198.51.100.10 -D - https://denied.test/\n\
          echo ==inject==; $C -H 'Authorization: Bearer agent-value' https://other.allowed.test/x\n\
          echo ==direct==; $C http://198.51.100.7:7/ ; echo exit=$?\n\
+         echo ==masked==; [ -S /run/docker.sock ] && echo docker-socket; \
+         ls -A /run/dbus 2>/dev/null | sed 's/^/dbus:/'; echo checked\n\
          touch {ready}\n\
          i=0; while [ ! -e {go} ]; do i=$((i+1)); [ $i -lt 600 ] || exit 90; sleep 0.05; done\n\
          echo ==end==\n\
@@ -378,6 +380,19 @@ fn run_enforces_the_policy_hides_the_secret_and_leaves_nothing_behind() {
         "the gateway replaced the agent's credential"
     );
     assert!(s["direct"].contains("exit=7"), "{out}");
+    // Host sockets that reach the network without a packet of the agent's own are hidden.
+    assert!(s["masked"].contains("checked"), "{out}");
+    if Path::new("/run/docker.sock").exists() {
+        assert!(!s["masked"].contains("docker-socket"), "{out}");
+    } else {
+        eprintln!("not checked: /run/docker.sock does not exist here");
+    }
+    let host_dbus = fs::read_dir("/run/dbus").map(|d| d.count()).unwrap_or(0);
+    if host_dbus > 0 {
+        assert!(!s["masked"].contains("dbus:"), "{out}");
+    } else {
+        eprintln!("not checked: /run/dbus is empty or missing here");
+    }
     assert_eq!(lab.echo().tcp_connections(), 0);
     assert!(
         !lab.https()

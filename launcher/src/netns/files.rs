@@ -19,6 +19,22 @@ pub const SYSTEM_BUNDLES: [&str; 6] = [
     "/etc/pki/tls/cert.pem",
 ];
 
+/// Host paths hidden from the agent: sockets through which a process on the same
+/// filesystem reaches the network without a packet of its own (the host's resolvers over
+/// varlink, D-Bus or nscd: DNS exfiltration; container engines: a container with host
+/// networking). Path sockets ignore network namespaces, so they are masked in the
+/// agent's mount namespace. Only those that exist are masked.
+pub const MASKED: [&str; 8] = [
+    "/run/systemd/resolve",
+    "/run/dbus",
+    "/run/nscd",
+    "/run/user",
+    "/run/docker.sock",
+    "/run/docker",
+    "/run/containerd",
+    "/run/podman",
+];
+
 /// The lowest UID/GID given to a user added to the bottle's passwd copy.
 const FIRST_ADDED_ID: u32 = 1000;
 
@@ -103,13 +119,7 @@ pub fn write_agent_files(
     fs::create_dir_all(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
     let mut binds = Vec::new();
-    let mut bind = |src: PathBuf, dst: &str| {
-        binds.push(Bind {
-            src,
-            dst: dst.into(),
-            read_only: false,
-        })
-    };
+    let mut bind = |src: PathBuf, dst: &str| binds.push(Bind::rw(src, dst));
 
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = fs::read_to_string("/etc/group").unwrap_or_default();
@@ -168,13 +178,23 @@ pub fn write_agent_files(
         let copy = dir.join(format!("ca-bundle-{i}.pem"));
         fs::copy(&bundle, &copy)?;
         fs::set_permissions(&copy, fs::Permissions::from_mode(0o644))?;
-        binds.push(Bind {
-            src: copy,
-            dst: bundle,
-            read_only: false,
-        });
+        binds.push(Bind::rw(copy, bundle));
     }
+    binds.extend(masks());
     Ok((binds, added))
+}
+
+/// The masks for the [`MASKED`] paths that exist here (symlinks resolved, each once).
+pub fn masks() -> Vec<Bind> {
+    let mut seen: Vec<PathBuf> = Vec::new();
+    for path in MASKED {
+        if let Ok(real) = fs::canonicalize(path)
+            && !seen.contains(&real)
+        {
+            seen.push(real);
+        }
+    }
+    seen.into_iter().map(Bind::mask).collect()
 }
 
 /// The gateway's resolv.conf for a host uplink: the host's nameservers, except loopback

@@ -338,13 +338,7 @@ pub fn dry_run_text(config: &RunConfig, p: &Prepared) -> String {
 fn dry_run_binds(config: &RunConfig, paths: &StatePaths, added: bool) -> Vec<plan::Bind> {
     let dir = &paths.agent_dir;
     let mut binds = Vec::new();
-    let mut push = |src: PathBuf, dst: &str| {
-        binds.push(plan::Bind {
-            src,
-            dst: dst.into(),
-            read_only: false,
-        })
-    };
+    let mut push = |src: PathBuf, dst: &str| binds.push(plan::Bind::rw(src, dst));
     if added {
         push(dir.join("passwd"), "/etc/passwd");
         push(dir.join("group"), "/etc/group");
@@ -355,12 +349,12 @@ fn dry_run_binds(config: &RunConfig, paths: &StatePaths, added: bool) -> Vec<pla
         push(dir.join("nsswitch.conf"), "/etc/nsswitch.conf");
     }
     for (i, bundle) in files::system_bundles().into_iter().enumerate() {
-        binds.push(plan::Bind {
-            src: dir.join(format!("ca-bundle-{i}.pem")),
-            dst: bundle,
-            read_only: false,
-        });
+        binds.push(plan::Bind::rw(
+            dir.join(format!("ca-bundle-{i}.pem")),
+            bundle,
+        ));
     }
+    binds.extend(files::masks());
     binds.extend(config.volumes.iter().map(plan::Bind::from));
     binds
 }

@@ -23,9 +23,19 @@ pub const GATEWAY_UPLINK_IFACE: &str = "eth0";
 /// The agent's only interface.
 pub const AGENT_IFACE: &str = "eth0";
 
-/// Binds `MODE SRC DST` triples (MODE `rw` or `ro`) up to `--`, then execs the rest. Runs
-/// as `sh -c` inside a private mount namespace: the machine's files are never written.
+/// Binds `MODE SRC DST` triples (MODE `rw` or `ro`; `mask` hides DST: an empty read-only
+/// tmpfs over a directory, /dev/null over anything else) up to `--`, then execs the rest.
+/// Runs as `sh -c` inside a private mount namespace: the machine's files are never
+/// written.
 pub const BIND_WRAPPER: &str = r#"while [ "$1" != -- ]; do
+  if [ "$1" = mask ]; then
+    if [ -d "$3" ]; then
+      mount -t tmpfs -o ro,size=4k,mode=755 bottleneck-mask "$3"
+    else
+      mount --bind /dev/null "$3"
+    fi || { echo "bottleneck: cannot mask $3" >&2; exit 125; }
+    shift 3; continue
+  fi
   mount --bind "$2" "$3" || { echo "bottleneck: cannot bind-mount $2 over $3" >&2; exit 125; }
   if [ "$1" = ro ]; then
     mount -o remount,bind,ro "$3" || { echo "bottleneck: cannot make $3 read-only" >&2; exit 125; }
@@ -395,15 +405,46 @@ pub fn gateway_command(
     Cmd { argv, stdin: None }
 }
 
-/// A bind mount in the agent's private mount namespace.
+/// How a path is mounted in the agent's private mount namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindMode {
+    /// A read-write bind mount.
+    ReadWrite,
+    /// A read-only bind mount.
+    ReadOnly,
+    /// Hidden: an empty read-only tmpfs over a directory, /dev/null over a file or socket.
+    Mask,
+}
+
+/// A mount in the agent's private mount namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
-    /// The per-bottle file (or the volume's source).
+    /// The per-bottle file (or the volume's source; `-` for a mask).
     pub src: PathBuf,
     /// What it covers.
     pub dst: PathBuf,
-    /// Read-only.
-    pub read_only: bool,
+    /// How.
+    pub mode: BindMode,
+}
+
+impl Bind {
+    /// A read-write bind of `src` over `dst`.
+    pub fn rw(src: impl Into<PathBuf>, dst: impl Into<PathBuf>) -> Bind {
+        Bind {
+            src: src.into(),
+            dst: dst.into(),
+            mode: BindMode::ReadWrite,
+        }
+    }
+
+    /// Hides `dst`.
+    pub fn mask(dst: impl Into<PathBuf>) -> Bind {
+        Bind {
+            src: "-".into(),
+            dst: dst.into(),
+            mode: BindMode::Mask,
+        }
+    }
 }
 
 impl From<&Volume> for Bind {
@@ -411,7 +452,11 @@ impl From<&Volume> for Bind {
         Bind {
             src: v.src.clone(),
             dst: v.dst.clone(),
-            read_only: v.read_only,
+            mode: if v.read_only {
+                BindMode::ReadOnly
+            } else {
+                BindMode::ReadWrite
+            },
         }
     }
 }
@@ -442,7 +487,14 @@ pub fn agent_command(names: &Names, shim: &Path, binds: &[Bind], agent: &[String
     .map(|s| (*s).to_owned())
     .collect();
     for bind in binds {
-        argv.push(if bind.read_only { "ro" } else { "rw" }.into());
+        argv.push(
+            match bind.mode {
+                BindMode::ReadWrite => "rw",
+                BindMode::ReadOnly => "ro",
+                BindMode::Mask => "mask",
+            }
+            .into(),
+        );
         argv.push(bind.src.display().to_string());
         argv.push(bind.dst.display().to_string());
     }
@@ -593,11 +645,10 @@ mod tests {
         let agent = agent_command(
             &names,
             Path::new("/bin/bottleneck-init"),
-            &[Bind {
-                src: "/run/bottleneck/demo/agent/resolv.conf".into(),
-                dst: "/etc/resolv.conf".into(),
-                read_only: false,
-            }],
+            &[
+                Bind::rw("/run/bottleneck/demo/agent/resolv.conf", "/etc/resolv.conf"),
+                Bind::mask("/run/docker.sock"),
+            ],
             &["sh".into(), "-c".into(), "echo hi".into()],
         );
         let text = agent.to_string();
@@ -611,7 +662,7 @@ mod tests {
         assert!(
             text.ends_with(
                 "bottleneck-agent-mounts rw /run/bottleneck/demo/agent/resolv.conf \
-                 /etc/resolv.conf -- /bin/bottleneck-init -- sh -c 'echo hi'"
+                 /etc/resolv.conf mask - /run/docker.sock -- /bin/bottleneck-init -- sh -c 'echo hi'"
             ),
             "{text}"
         );
