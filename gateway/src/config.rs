@@ -55,6 +55,10 @@ pub struct Args {
     /// Port reserved for the TCP relay (ports of `tcp` rules are redirected here).
     #[arg(long, env = "BOTTLENECK_TCP_RELAY_PORT", default_value_t = 15022)]
     pub tcp_relay_port: u16,
+    /// Also serve an explicit HTTP proxy (CONNECT and absolute-form requests) on this
+    /// address, for agents run with proxy variables; the same policy applies.
+    #[arg(long, env = "BOTTLENECK_LISTEN_PROXY")]
+    pub listen_proxy: Option<SocketAddr>,
     /// SO_MARK of the gateway's upstream sockets, so they are never redirected.
     #[arg(long, env = "BOTTLENECK_MARK", default_value_t = 0x6274)]
     pub mark: u32,

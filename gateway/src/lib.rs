@@ -5,6 +5,8 @@
 //!   the listeners; everything else from the agent interface rejected fast.
 //! * [`listen`]: accept -> original destination -> ClientHello -> policy on the SNI ->
 //!   intercept (or splice a passthrough route).
+//! * [`explicit`]: the explicit proxy (`--listen-proxy`): CONNECT and absolute-form
+//!   requests fed into the same pipeline.
 //! * [`tls`]: the bottle CA, leaf certificates minted per SNI (cached), the ClientHello peek.
 //! * [`proxy`]: per request: authority = SNI, policy, credentials, forward, and
 //!   [`proxy::rescue`], the one place refusals become responses.
@@ -22,11 +24,13 @@
 pub mod audit;
 pub mod config;
 pub mod dns;
+pub mod explicit;
 pub mod firewall;
 pub mod listen;
 pub mod privilege;
 pub mod proxy;
 pub mod relay;
+pub mod rewind;
 pub mod splice;
 pub mod state;
 pub mod tls;

@@ -24,13 +24,13 @@ use crate::tls::mint::LeafCache;
 use crate::upstream::Upstream;
 
 /// How long a client may take to send its ClientHello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the agent-side TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request head.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest request head accepted.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The most header fields in one request head.
 const MAX_HEADERS: usize = 128;
 /// A passthrough splice with no traffic either way for this long is closed.
@@ -76,7 +76,7 @@ impl Listeners {
         }
     }
 
-    async fn accept(
+    pub(crate) async fn accept(
         &self,
         listener: &TcpListener,
     ) -> Option<(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
@@ -165,7 +165,7 @@ impl Listeners {
             .route
             .is_some_and(|r| r.tls() == TlsMode::Passthrough);
         if decision.is_allowed() && passthrough {
-            self.splice(stream, &name, original.port(), record, started)
+            self.splice(stream, &[], &name, original.port(), record, started)
                 .await;
             return;
         }
@@ -180,7 +180,24 @@ impl Listeners {
         }
         record.duration_ms = elapsed_ms(started);
         self.proxy.audit().write(record);
+        let conn = ConnInfo {
+            client,
+            original_dst: Some(original),
+            sni: Some(name),
+            tls_denial,
+        };
+        self.intercept(stream, conn).await;
+    }
 
+    /// Complete the agent's TLS handshake with a leaf minted for the SNI and serve the
+    /// requests inside (refused with `conn.tls_denial` if the SNI was denied).
+    pub(crate) async fn intercept<S>(&self, stream: S, conn: ConnInfo)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Some(name) = conn.sni.clone() else {
+            return;
+        };
         let config = match self.leaves.server_config(&name) {
             Ok(config) => config,
             Err(e) => {
@@ -204,13 +221,8 @@ impl Listeners {
                 return;
             }
         };
-        let conn = Arc::new(ConnInfo {
-            client,
-            original_dst: original,
-            sni: Some(name),
-            tls_denial,
-        });
-        self.serve_requests(TokioIo::new(tls), conn, true).await;
+        self.serve_requests(TokioIo::new(tls), Arc::new(conn), true)
+            .await;
     }
 
     async fn http_connection(&self, stream: TcpStream, client: SocketAddr) {
@@ -223,15 +235,19 @@ impl Listeners {
         };
         let conn = Arc::new(ConnInfo {
             client,
-            original_dst: original,
+            original_dst: Some(original),
             sni: None,
             tls_denial: None,
         });
         self.serve_requests(TokioIo::new(stream), conn, false).await;
     }
 
-    async fn serve_requests<I>(&self, io: TokioIo<I>, conn: Arc<ConnInfo>, allow_h2: bool)
-    where
+    pub(crate) async fn serve_requests<I>(
+        &self,
+        io: TokioIo<I>,
+        conn: Arc<ConnInfo>,
+        allow_h2: bool,
+    ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         // One snapshot per connection: a reload never mixes policies within it.
@@ -262,15 +278,33 @@ impl Listeners {
         }
     }
 
-    async fn splice(
+    /// Connect to a vetted address of `name`, send `prefix` (bytes already read from the
+    /// agent), then splice both ways; one audit line at the end.
+    pub(crate) async fn splice<S>(
         &self,
-        mut stream: TcpStream,
+        mut stream: S,
+        prefix: &[u8],
         name: &str,
         port: u16,
         mut record: Record,
         started: Instant,
-    ) {
-        match self.upstream.connect_tcp(name, port).await {
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let connected = match self.upstream.connect_tcp(name, port).await {
+            Ok((mut upstream, addr)) => {
+                let sent = tokio::io::AsyncWriteExt::write_all(&mut upstream, prefix).await;
+                sent.map(|()| (upstream, addr)).map_err(|source| {
+                    crate::upstream::UpstreamError::Connect {
+                        host: name.to_owned(),
+                        addr,
+                        source,
+                    }
+                })
+            }
+            Err(e) => Err(e),
+        };
+        match connected {
             Ok((mut upstream, addr)) => {
                 record.decision = "allow";
                 record.reason = "allowed";
@@ -279,7 +313,7 @@ impl Listeners {
                 if let Some(e) = error {
                     tracing::debug!(error = %e, "passthrough ended with an error");
                 }
-                record.bytes_up = moved.up;
+                record.bytes_up = moved.up + prefix.len() as u64;
                 record.bytes_down = moved.down;
             }
             Err(e) => {
@@ -292,7 +326,7 @@ impl Listeners {
         self.proxy.audit().write(record);
     }
 
-    fn deny_connection(
+    pub(crate) fn deny_connection(
         &self,
         mut record: Record,
         reason: &'static str,
@@ -307,6 +341,6 @@ impl Listeners {
     }
 }
 
-fn elapsed_ms(started: Instant) -> u64 {
+pub(crate) fn elapsed_ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

@@ -114,6 +114,19 @@ fn main() -> ExitCode {
             return fail(EXIT_RUNTIME, format!("cannot listen: {e}"));
         }
     };
+    let proxy_listener = match args
+        .listen_proxy
+        .map(std::net::TcpListener::bind)
+        .transpose()
+    {
+        Ok(listener) => listener,
+        Err(e) => return fail(EXIT_RUNTIME, format!("cannot listen for the proxy: {e}")),
+    };
+    if let Some(listener) = &proxy_listener
+        && let Err(e) = listener.set_nonblocking(true)
+    {
+        return fail(EXIT_RUNTIME, format!("cannot listen for the proxy: {e}"));
+    }
     let dns_sockets = match bind(args.dns_port).and_then(|tcp| {
         let udp = std::net::UdpSocket::bind(listen_addr(args.dns_port))?;
         udp.set_nonblocking(true)?;
@@ -129,7 +142,7 @@ fn main() -> ExitCode {
         dns_port: args.dns_port,
         tcp_relay_port: args.tcp_relay_port,
         tcp_ports,
-        proxy_port: None,
+        proxy_port: args.listen_proxy.map(|addr| addr.port()),
         upstream_mark: args.mark,
     };
     if let Err(e) = firewall::enable_forwarding().and_then(|()| firewall::apply(&firewall_config)) {
@@ -160,6 +173,7 @@ fn main() -> ExitCode {
         tls_listener,
         http_listener,
         relay_listener,
+        proxy_listener,
         dns_sockets,
     };
     let code = runtime.block_on(ready.serve());
@@ -187,6 +201,7 @@ struct Ready {
     tls_listener: std::net::TcpListener,
     http_listener: std::net::TcpListener,
     relay_listener: std::net::TcpListener,
+    proxy_listener: Option<std::net::TcpListener>,
     dns_sockets: (std::net::UdpSocket, std::net::TcpListener),
 }
 
@@ -203,6 +218,7 @@ impl Ready {
             tls_listener,
             http_listener,
             relay_listener,
+            proxy_listener,
             dns_sockets: (dns_udp, dns_tcp),
         } = self;
         let listeners = (|| {
@@ -210,14 +226,16 @@ impl Ready {
                 TcpListener::from_std(tls_listener)?,
                 TcpListener::from_std(http_listener)?,
                 TcpListener::from_std(relay_listener)?,
+                proxy_listener.map(TcpListener::from_std).transpose()?,
                 UdpSocket::from_std(dns_udp)?,
                 TcpListener::from_std(dns_tcp)?,
             ))
         })();
-        let (tls_listener, http_listener, relay_listener, dns_udp, dns_tcp) = match listeners {
-            Ok(listeners) => listeners,
-            Err(e) => return Err(fail(EXIT_RUNTIME, format!("cannot listen: {e}"))),
-        };
+        let (tls_listener, http_listener, relay_listener, proxy_listener, dns_udp, dns_tcp) =
+            match listeners {
+                Ok(listeners) => listeners,
+                Err(e) => return Err(fail(EXIT_RUNTIME, format!("cannot listen: {e}"))),
+            };
         // Handlers first: a SIGHUP or SIGTERM that arrives once we say "ready" must not hit
         // the default action (which would kill the gateway without removing its firewall).
         let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
@@ -273,6 +291,7 @@ impl Ready {
         let tls_task = tokio::spawn(listeners.clone().serve_tls(tls_listener));
         let http_task = tokio::spawn(listeners.clone().serve_http(http_listener));
         let relay_task = tokio::spawn(relay.serve(relay_listener));
+        let proxy_task = proxy_listener.map(|l| tokio::spawn(listeners.clone().serve_explicit(l)));
         tracing::info!(
             tls = args.tls_port,
             http = args.http_port,
@@ -293,6 +312,9 @@ impl Ready {
         tls_task.abort();
         http_task.abort();
         relay_task.abort();
+        if let Some(task) = proxy_task {
+            task.abort();
+        }
         let _ = dns_server.shutdown_gracefully().await;
         let drain = Duration::from_secs(args.drain_seconds);
         let all = u32::try_from(args.max_connections).unwrap_or(u32::MAX);

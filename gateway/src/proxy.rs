@@ -36,8 +36,9 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 pub struct ConnInfo {
     /// The agent's address.
     pub client: SocketAddr,
-    /// The destination the agent dialled, before redirection.
-    pub original_dst: SocketAddr,
+    /// The destination the agent dialled, before redirection (`None` through the explicit
+    /// proxy, where the agent names a host instead).
+    pub original_dst: Option<SocketAddr>,
     /// The SNI of an intercepted TLS connection; `None` for plain HTTP.
     pub sni: Option<String>,
     /// Set when the TLS decision denied the SNI: every request gets this refusal.
@@ -192,7 +193,7 @@ impl Proxy {
         let mut record = Record {
             kind: kind.as_str(),
             client: Some(conn.client),
-            original_dst: Some(conn.original_dst),
+            original_dst: conn.original_dst,
             sni: conn.sni.clone(),
             method: Some(method.clone()),
             path: Some(elide_query(&target)),

@@ -17,7 +17,7 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use nix::sys::socket::{MsgFlags, recv};
-use tokio::io::Interest;
+use tokio::io::{AsyncRead, AsyncReadExt, Interest};
 use tokio::net::TcpStream;
 
 /// Upper bound on the bytes a ClientHello may occupy, record headers included.
@@ -434,6 +434,39 @@ async fn peek_until_parsed(stream: &TcpStream) -> Result<ClientHelloInfo, PeekEr
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Reads the ClientHello from a stream that cannot be peeked (a CONNECT tunnel): returns
+/// it parsed, with every byte read so far, which the caller replays in front of the stream
+/// (see [`crate::rewind::Rewind`]). Same bounds as [`peek_client_hello`].
+pub async fn read_client_hello<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    timeout: Duration,
+) -> Result<(ClientHelloInfo, Vec<u8>), PeekError> {
+    let read = async {
+        let mut buf = Vec::with_capacity(INITIAL_PEEK_BUFFER);
+        let mut chunk = [0u8; INITIAL_PEEK_BUFFER];
+        loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(PeekError::Closed {
+                    received: buf.len(),
+                });
+            }
+            buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+            match parse(&buf) {
+                Ok(info) => return Ok((info, buf)),
+                Err(HelloError::Incomplete { .. }) if buf.len() < MAX_CLIENT_HELLO_BYTES => {}
+                Err(HelloError::Incomplete { .. }) => {
+                    return Err(HelloError::Malformed("ClientHello larger than the limit").into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(PeekError::Timeout(timeout)))
 }
 
 #[cfg(test)]

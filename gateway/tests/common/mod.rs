@@ -18,6 +18,11 @@ pub struct Bottle {
 impl Bottle {
     /// Start the gateway with `policy` and these extra environment variables.
     pub fn start_with_env(policy: &str, env: &[(&str, &str)]) -> Bottle {
+        Bottle::start_with_args(policy, env, &[])
+    }
+
+    /// Start the gateway with `policy`, extra environment variables and extra flags.
+    pub fn start_with_args(policy: &str, env: &[(&str, &str)], extra: &[&str]) -> Bottle {
         let lab = Lab::new(GatewayMode::Bare).unwrap();
         let policy_path = lab.dir().join("policy.yaml");
         std::fs::write(&policy_path, policy).unwrap();
@@ -36,6 +41,10 @@ impl Bottle {
             "--audit-log".into(),
             audit.display().to_string(),
         ];
+        let argv: Vec<String> = argv
+            .into_iter()
+            .chain(extra.iter().map(|a| a.to_string()))
+            .collect();
         let mut command = lab
             .command(Host::Gateway, &argv)
             .timeout(Duration::from_secs(600));
