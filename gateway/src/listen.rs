@@ -273,7 +273,7 @@ impl Listeners {
         } else {
             builder.http1_only()
         };
-        if let Err(e) = builder.serve_connection(io, service).await {
+        if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
     }

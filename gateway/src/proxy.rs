@@ -19,14 +19,19 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioIo;
 
 use crate::audit::{Audit, Record, elide_query};
+use crate::splice::splice;
 use crate::state::{PolicyHandle, Snapshot};
-use crate::upstream::{Connector, UpstreamAddr};
+use crate::upstream::{Connector, Upstream, UpstreamAddr, UpstreamStream};
+
+/// A WebSocket tunnel with no traffic either way for this long is closed.
+const UPGRADED_IDLE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// The body type of every response the gateway sends.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -146,6 +151,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// The HTTP handler shared by every connection.
 pub struct Proxy {
     policy: PolicyHandle,
+    upstream: Arc<Upstream>,
     client: Client<Connector, CountedBody>,
     audit: Audit,
 }
@@ -153,6 +159,7 @@ pub struct Proxy {
 impl Proxy {
     /// Build the handler around a pooled upstream client.
     pub fn new(policy: PolicyHandle, connector: Connector, audit: Audit) -> Proxy {
+        let upstream = connector.upstream().clone();
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .pool_max_idle_per_host(16)
@@ -160,6 +167,7 @@ impl Proxy {
             .build(connector);
         Proxy {
             policy,
+            upstream,
             client,
             audit,
         }
@@ -288,6 +296,7 @@ impl Proxy {
             return Err(denial.clone());
         }
 
+        let websocket = is_websocket_upgrade(&req);
         let header_pairs: Vec<(&str, &[u8])> = req
             .headers()
             .iter()
@@ -312,6 +321,8 @@ impl Proxy {
         let name = decision.host.clone().unwrap_or(host);
         record.host = Some(name.clone());
 
+        let mut req = req;
+        let agent_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
@@ -347,6 +358,11 @@ impl Proxy {
                 message: format!("the request target cannot be forwarded: {e}"),
             })?;
         parts.version = Version::HTTP_11;
+        if let Some(agent_upgrade) = agent_upgrade {
+            return self
+                .forward_upgrade(kind, name, parts, agent_upgrade, record)
+                .await;
+        }
         let body = CountedBody {
             inner: body,
             count: bytes_up.clone(),
@@ -369,6 +385,116 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body.boxed()))
     }
+}
+
+impl Proxy {
+    /// A WebSocket upgrade the policy allowed: its own HTTP/1.1 connection to a vetted
+    /// address (never pooled), and once both sides switch protocols, a spliced tunnel.
+    async fn forward_upgrade(
+        &self,
+        kind: Kind,
+        name: String,
+        mut parts: http::request::Parts,
+        agent_upgrade: hyper::upgrade::OnUpgrade,
+        record: &mut Record,
+    ) -> Result<Response<Body>, Refusal> {
+        let unreachable = |cause: String| Refusal {
+            status: StatusCode::BAD_GATEWAY,
+            code: "upstream_failed",
+            host: name.clone(),
+            message: format!("the upstream could not be reached: {cause}"),
+        };
+        let upstream = self.upstream.clone();
+        let stream = if kind == Kind::Https {
+            let (tls, addr) = upstream
+                .connect_tls_h1(&name, HTTPS_PORT)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            UpstreamStream::Tls(Box::new(tls), addr)
+        } else {
+            let (tcp, addr) = upstream
+                .connect_tcp(&name, HTTP_PORT)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            UpstreamStream::Plain(tcp, addr)
+        };
+        record.upstream = Some(stream.addr());
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upgrade connection ended with an error");
+            }
+        });
+        // HTTP/1.1 upstream: origin-form target and a Host header.
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/")
+            .parse()
+            .map_err(|_| unreachable("bad target".into()))?;
+        let host = http::HeaderValue::from_str(&name).map_err(|e| unreachable(e.to_string()))?;
+        parts.headers.insert(header::HOST, host);
+        parts.headers.insert(
+            header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
+        parts
+            .headers
+            .insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
+        let mut response = sender
+            .send_request(Request::from_parts(parts, Empty::new()))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switched {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                let (agent, upstream) = tokio::join!(agent_upgrade, upstream_upgrade);
+                let (Ok(agent), Ok(upstream)) = (agent, upstream) else {
+                    tracing::debug!("a side of the WebSocket upgrade did not switch");
+                    return;
+                };
+                let (mut agent, mut upstream) = (TokioIo::new(agent), TokioIo::new(upstream));
+                let (_, error) = splice(&mut agent, &mut upstream, UPGRADED_IDLE).await;
+                if let Some(e) = error {
+                    tracing::debug!(error = %e, "WebSocket tunnel ended with an error");
+                }
+            });
+        }
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        if switched {
+            parts.headers.insert(
+                header::CONNECTION,
+                http::HeaderValue::from_static("upgrade"),
+            );
+            parts
+                .headers
+                .insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
+        }
+        Ok(Response::from_parts(parts, body.boxed()))
+    }
+}
+
+/// A WebSocket opening handshake (RFC 6455 section 4.1): HTTP/1.1 GET with
+/// `Connection: upgrade` and `Upgrade: websocket`. Other upgrades (h2c, TLS) are not
+/// forwarded: the headers are stripped as hop-by-hop.
+fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
+    let has_token = |name: HeaderName, token: &str| {
+        req.headers().get_all(name).iter().any(|value| {
+            value
+                .to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    req.method() == http::Method::GET
+        && req.version() == Version::HTTP_11
+        && has_token(header::CONNECTION, "upgrade")
+        && has_token(header::UPGRADE, "websocket")
 }
 
 /// The agent's request body on its way upstream, counting the bytes sent.

@@ -119,6 +119,8 @@ pub struct Upstream {
     /// The DNS server's resolver: one cache for the agent's queries and the gateway's.
     resolver: Arc<Resolver>,
     tls: TlsConnector,
+    /// The same, offering only HTTP/1.1: upgrades (WebSocket) exist only there.
+    tls_h1: TlsConnector,
     mark: u32,
     own_addrs: Vec<IpAddr>,
     policy: PolicyHandle,
@@ -155,10 +157,13 @@ impl Upstream {
             .map_err(|e| UpstreamSetupError::Tls(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
+        let mut tls_h1 = tls.clone();
+        tls_h1.alpn_protocols = vec![b"http/1.1".to_vec()];
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Upstream {
             resolver,
             tls: TlsConnector::from(Arc::new(tls)),
+            tls_h1: TlsConnector::from(Arc::new(tls_h1)),
             mark: config.mark,
             own_addrs: config.own_addrs,
             policy,
@@ -271,6 +276,24 @@ impl Upstream {
         host: &str,
         port: u16,
     ) -> Result<(TlsStream<TcpStream>, SocketAddr), UpstreamError> {
+        self.connect_tls_with(&self.tls, host, port).await
+    }
+
+    /// [`Upstream::connect_tls`] offering only HTTP/1.1 in ALPN (for upgrades).
+    pub async fn connect_tls_h1(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<(TlsStream<TcpStream>, SocketAddr), UpstreamError> {
+        self.connect_tls_with(&self.tls_h1, host, port).await
+    }
+
+    async fn connect_tls_with(
+        &self,
+        connector: &TlsConnector,
+        host: &str,
+        port: u16,
+    ) -> Result<(TlsStream<TcpStream>, SocketAddr), UpstreamError> {
         let (tcp, addr) = self.connect_tcp(host, port).await?;
         let tls_err = |source| UpstreamError::Tls {
             host: host.to_owned(),
@@ -279,7 +302,7 @@ impl Upstream {
         };
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| tls_err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-        let stream = tokio::time::timeout(TLS_TIMEOUT, self.tls.connect(name, tcp))
+        let stream = tokio::time::timeout(TLS_TIMEOUT, connector.connect(name, tcp))
             .await
             .map_err(|_| {
                 tls_err(io::Error::new(
@@ -347,6 +370,15 @@ pub enum UpstreamStream {
     Plain(TcpStream, SocketAddr),
     /// TLS over TCP.
     Tls(Box<TlsStream<TcpStream>>, SocketAddr),
+}
+
+impl UpstreamStream {
+    /// The vetted address this connection goes to.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            UpstreamStream::Plain(_, addr) | UpstreamStream::Tls(_, addr) => *addr,
+        }
+    }
 }
 
 /// The vetted address a response came from, found in the response's extensions.
@@ -419,6 +451,11 @@ impl Connector {
     /// Wrap the shared upstream.
     pub fn new(upstream: Arc<Upstream>) -> Self {
         Connector { upstream }
+    }
+
+    /// The shared upstream.
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
     }
 }
 

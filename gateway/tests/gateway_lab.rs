@@ -25,6 +25,7 @@ routes:
         headers: [{name: x-client, value: agent}]
       - paths: [{type: prefix, value: /repo.git/}]
       - paths: [{type: exact, value: /sse}]
+      - paths: [{type: exact, value: /ws}]
   - host: other.allowed.test
     auth: {scheme: Bearer, token_ref: LAB_TOKEN}
   - host: http.test
@@ -548,4 +549,94 @@ fn the_running_gateway_keeps_only_net_admin_and_net_bind_service() {
         "https://allowed.test/echo",
     ]);
     assert_eq!(split(&out).0, 200, "{out:?}");
+}
+
+/// A WebSocket opening handshake by hand from the agent (TLS when `tls`), then a message
+/// each way; prints the status line, the accept header and what came back.
+fn websocket_script(
+    ca: &str,
+    ip: std::net::IpAddr,
+    port: u16,
+    host: &str,
+    path: &str,
+    tls: bool,
+) -> String {
+    format!(
+        r#"import socket,ssl
+s=socket.create_connection(('{ip}',{port}),timeout=5)
+if {tls}:
+  s=ssl.create_default_context(cafile='{ca}').wrap_socket(s,server_hostname='{host}')
+s.sendall(b'GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')
+head=b''
+while b'\r\n\r\n' not in head:
+  c=s.recv(1)
+  if not c: break
+  head+=c
+lines=head.decode().split('\r\n')
+print(lines[0])
+print([l.split(': ',1)[1] for l in lines if l.lower().startswith('sec-websocket-accept')])
+if ' 101 ' in lines[0]:
+  s.sendall(b'hello-ws')
+  got=b''
+  while len(got)<8:
+    c=s.recv(8-len(got))
+    if not c: break
+    got+=c
+  print(got.decode())
+"#,
+        tls = if tls { "True" } else { "False" },
+    )
+}
+
+#[test]
+fn websocket_upgrades_flow_both_ways_when_the_route_allows_them() {
+    if !bottleneck_lab::require_root("websocket_upgrades_flow_both_ways_when_the_route_allows_them")
+    {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    let ca = bottle.ca_pem.display().to_string();
+    let accept = bottleneck_lab::http::websocket_accept("dGhlIHNhbXBsZSBub25jZQ==");
+    let run = |script: String| {
+        let out = bottle
+            .lab
+            .exec(Host::Agent, &["python3", "-c", &script])
+            .unwrap();
+        out.stdout_str().trim().to_owned()
+    };
+    let https = run(websocket_script(
+        &ca,
+        ORIGIN_V4.into(),
+        443,
+        "allowed.test",
+        "/ws",
+        true,
+    ));
+    assert_eq!(
+        https,
+        format!("HTTP/1.1 101 Switching Protocols\n['{accept}']\nhello-ws"),
+        "{https}"
+    );
+    let http = run(websocket_script(
+        &ca,
+        bottleneck_lab::addr::HTTP_ORIGIN_V4.into(),
+        80,
+        "http.test",
+        "/ws",
+        false,
+    ));
+    assert!(http.ends_with("hello-ws"), "{http}");
+
+    // The same handshake on a path the route does not allow: refused, never upgraded.
+    let before = bottle.lab.https().requests();
+    let denied = run(websocket_script(
+        &ca,
+        ORIGIN_V4.into(),
+        443,
+        "allowed.test",
+        "/ws-admin",
+        true,
+    ));
+    assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
+    assert_eq!(bottle.lab.https().requests(), before);
 }

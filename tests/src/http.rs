@@ -11,6 +11,9 @@
 //! * `/bytes/N`: `N` bytes of `x` (at most [`MAX_BYTES`]), streamed without buffering;
 //! * `/status/N`: status `N` (200..=599) with the echo body;
 //! * `/redirect?to=URL`: `302 Found` to the percent-decoded `URL`;
+//! * `/ws` with `Upgrade: websocket` (HTTP/1.1): `101 Switching Protocols` with the RFC 6455
+//!   `Sec-WebSocket-Accept`, then every byte received is sent back (a byte echo, not a
+//!   frame parser: enough to show that an upgraded connection flows both ways);
 //! * anything else: `200 OK` with the echo body.
 //!
 //! Limits: a request body is read in full but only its first [`ECHO_BODY_LIMIT`] bytes
@@ -32,7 +35,7 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{CONTENT_TYPE, HOST, LOCATION};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderValue, LOCATION};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -269,7 +272,7 @@ async fn serve_connection(
             origin.state.connections.fetch_add(1, Ordering::Relaxed);
             let service = service_fn(move |req| handle(req, info.clone(), origin.clone()));
             let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
         }
         None => {
@@ -283,17 +286,23 @@ async fn serve_connection(
             origin.state.connections.fetch_add(1, Ordering::Relaxed);
             let service = service_fn(move |req| handle(req, info.clone(), origin.clone()));
             let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
         }
     }
 }
 
 async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     info: Arc<ConnInfo>,
     origin: HttpOrigin,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    let websocket_key = (req.uri().path() == "/ws")
+        .then(|| websocket_key(req.headers()))
+        .flatten();
+    let upgrade = websocket_key
+        .is_some()
+        .then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let (body, body_len) = match read_body(body).await {
         Ok(read) => read,
@@ -337,7 +346,85 @@ async fn handle(
         peer_addr: info.peer.to_string(),
     };
     origin.record(record.clone());
+    if let (Some(key), Some(upgrade)) = (websocket_key, upgrade) {
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let mut io = TokioIo::new(upgraded);
+                let (mut reader, mut writer) = tokio::io::split(&mut io);
+                let _ = tokio::time::timeout(
+                    CONNECTION_LIFETIME,
+                    tokio::io::copy(&mut reader, &mut writer),
+                )
+                .await;
+            }
+        });
+        let mut response = Response::new(Full::new(Bytes::new()).boxed());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(
+            hyper::header::UPGRADE,
+            HeaderValue::from_static("websocket"),
+        );
+        headers.insert(
+            hyper::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+        if let Ok(accept) = HeaderValue::from_str(&websocket_accept(&key)) {
+            headers.insert("sec-websocket-accept", accept);
+        }
+        return Ok(response);
+    }
     Ok(respond(&parts.uri, &record))
+}
+
+/// The `Sec-WebSocket-Key` of a valid HTTP/1.1 WebSocket upgrade request.
+fn websocket_key(headers: &hyper::HeaderMap) -> Option<String> {
+    let has_token = |name: hyper::header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has_token(hyper::header::UPGRADE, "websocket")
+        || !has_token(hyper::header::CONNECTION, "upgrade")
+    {
+        return None;
+    }
+    headers
+        .get("sec-websocket-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// RFC 6455 section 4.2.2: base64(SHA-1(key + GUID)).
+pub fn websocket_accept(key: &str) -> String {
+    const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let digest = ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        format!("{key}{GUID}").as_bytes(),
+    );
+    base64(digest.as_ref())
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Reads the whole body, keeping the first [`ECHO_BODY_LIMIT`] bytes.
@@ -546,6 +633,14 @@ impl Body for Repeat {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn websocket_accept_matches_the_rfc_6455_example() {
+        assert_eq!(
+            websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
 
     #[test]
     fn percent_decoding() {
