@@ -89,6 +89,19 @@ pub enum ConfigError {
     File(String, String),
 }
 
+/// Shell-quotes one word for display (only when needed).
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+%".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
 /// Checks a bottle name (see [`MAX_NAME`]).
 pub fn check_name(name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
@@ -356,7 +369,15 @@ pub fn prepare(
     let mut volumes = Vec::new();
     for spec in &args.volumes {
         let volume = parse_volume(spec)?;
-        for path in [&volume.src, &volume.dst] {
+        // The destination is the agent's view: on the host only for the netns backend.
+        let netns = args.backend.is_none_or(|b| b == crate::cli::Backend::Netns)
+            && cfg!(target_os = "linux");
+        let paths = if netns {
+            vec![&volume.src, &volume.dst]
+        } else {
+            vec![&volume.src]
+        };
+        for path in paths {
             if !path.exists() {
                 return Err(ConfigError::MissingVolumePath {
                     spec: spec.clone(),

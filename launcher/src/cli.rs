@@ -21,9 +21,9 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Run an agent in a new bottle: an agent namespace whose only way out is a gateway
     /// enforcing the policy. The exit status is the agent's.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List bottles (running, and stale ones left by a crash).
-    Ls,
+    Ls(LsArgs),
     /// Remove a bottle (stops it if its launcher still runs) or every bottle.
     Rm(RmArgs),
     /// Show a bottle's audit log as a table.
@@ -115,6 +115,18 @@ pub struct RunArgs {
     /// Extra CA certificate (PEM) the gateway trusts for upstream TLS.
     #[arg(long, value_name = "PEM")]
     pub upstream_ca: Vec<PathBuf>,
+    /// The agent's image (apple, podman, docker backends): its ENTRYPOINT is
+    /// `bottleneck-init` (images/Containerfile.agent).
+    #[arg(long, default_value = "bottleneck-agent:latest")]
+    pub image: String,
+    /// The gateway's image (apple, podman, docker backends).
+    #[arg(long, default_value = "bottleneck-gateway:latest")]
+    pub gateway_image: String,
+    /// The resolver the gateway container uses for itself (apple backend; default: the
+    /// policy's first `dns.upstream`, else 1.1.1.1, as the Apple Container spike
+    /// verified: the NAT network's own gateway did not resolve).
+    #[arg(long, value_name = "IP")]
+    pub gateway_dns: Option<String>,
     /// Seconds to wait for the gateway to be ready.
     #[arg(long, default_value_t = 20, value_name = "SECONDS")]
     pub gateway_timeout: u64,
@@ -123,15 +135,27 @@ pub struct RunArgs {
     pub agent: Vec<String>,
 }
 
+/// Arguments of `bottleneck ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// The backend whose bottles to list (default: netns on Linux, apple on macOS).
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+}
+
 /// Arguments of `bottleneck rm`.
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("target").required(true).multiple(false).args(["name", "all"])))]
 pub struct RmArgs {
     /// The bottle to remove.
     pub name: Option<String>,
     /// Remove every bottle.
     #[arg(long)]
     pub all: bool,
+    /// The backend (default: netns on Linux, apple on macOS).
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
 }
 
 /// Arguments of `bottleneck logs`.
@@ -246,6 +270,8 @@ mod tests {
         assert!(parse(&["rm", "b1", "--all"]).is_err());
         assert!(parse(&["rm", "b1"]).is_ok());
         assert!(parse(&["rm", "--all"]).is_ok());
+        assert!(parse(&["rm", "--backend", "apple", "b1"]).is_ok());
+        assert!(parse(&["rm", "--backend", "apple"]).is_err());
     }
 
     #[test]

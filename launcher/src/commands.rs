@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::ExitCode;
 use crate::bottle::{self, ConfigError};
-use crate::cli::{Backend, DemoArgs, Egress, LogsArgs, RmArgs, RunArgs};
+use crate::cli::{Backend, DemoArgs, Egress, LogsArgs, LsArgs, RmArgs, RunArgs};
 
 fn config_error(err: &mut dyn Write, e: &ConfigError) -> u8 {
     // Nothing more useful can be done if stderr itself fails.
@@ -31,14 +31,6 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Err(e) => return config_error(err, &e),
     };
     let backend = args.backend.unwrap_or_else(default_backend);
-    if backend != Backend::Netns {
-        return config_error(
-            err,
-            &ConfigError::Unsupported(format!(
-                "the {backend:?} backend is not built yet; use --backend netns (Linux, root)"
-            )),
-        );
-    }
     if args.egress == Egress::Proxy {
         return config_error(
             err,
@@ -49,7 +41,99 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             ),
         );
     }
-    run_netns(&config, args.dry_run, out, err)
+    match backend {
+        Backend::Netns => run_netns(&config, args.dry_run, out, err),
+        Backend::Apple => run_apple(&config, args, out, err),
+        Backend::Podman | Backend::Docker => config_error(
+            err,
+            &ConfigError::Unsupported(format!(
+                "the {} backend is not built yet; use --backend netns (Linux, root) or apple (macOS)",
+                format!("{backend:?}").to_lowercase()
+            )),
+        ),
+    }
+}
+
+fn run_apple(
+    config: &bottle::RunConfig,
+    args: &RunArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    use crate::apple;
+    let policy = match bottle::load_policy(&config.policy_path) {
+        Ok(p) => p,
+        Err(e) => return config_error(err, &e),
+    };
+    let options = apple::AppleOptions {
+        image: args.image.clone(),
+        gateway_image: args.gateway_image.clone(),
+        gateway_dns: args
+            .gateway_dns
+            .clone()
+            .or_else(|| policy.dns_upstream().first().map(|a| a.ip().to_string()))
+            .unwrap_or_else(|| apple::DEFAULT_GATEWAY_DNS.into()),
+        interactive: std::io::IsTerminal::is_terminal(&std::io::stdin()),
+    };
+    if args.dry_run {
+        let n = apple::AppleNames::new(&config.names.bottle);
+        let state = apple::AppleState::new(&config.names.bottle);
+        let secrets: Vec<String> = config.secrets.0.keys().cloned().collect();
+        let mut text = String::new();
+        for argv in [
+            vec![
+                "system".to_owned(),
+                "status".into(),
+                "--format".into(),
+                "json".into(),
+            ],
+            apple::agent_network_create(&n),
+            apple::egress_network_create(&n),
+            apple::gateway_run(
+                &n,
+                &state,
+                &options.gateway_dns,
+                &secrets,
+                &options.gateway_image,
+            ),
+            vec!["logs".to_owned(), n.gateway.clone()],
+            vec!["inspect".to_owned(), n.gateway.clone()],
+            apple::agent_run(
+                &n,
+                &state,
+                "<gateway IP from inspect>",
+                config,
+                &options.image,
+                options.interactive,
+            ),
+        ] {
+            let words: Vec<String> = argv.iter().map(|w| bottle::shell_quote(w)).collect();
+            text.push_str(&format!(
+                "container {}
+",
+                words.join(" ")
+            ));
+        }
+        text.push_str(&format!(
+            "# teardown: container stop/delete --force {agent} {gw}; container network delete {egress} {anet}\n",
+            agent = n.agent,
+            gw = n.gateway,
+            egress = n.egress_net,
+            anet = n.agent_net
+        ));
+        return match out.write_all(text.as_bytes()) {
+            Ok(()) => ExitCode::Ok as u8,
+            Err(_) => ExitCode::Failure as u8,
+        };
+    }
+    match apple::run(config, &options, err) {
+        Ok(code) => code,
+        Err(apple::AppleError::Config(e)) => config_error(err, &e),
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            ExitCode::Failure as u8
+        }
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -95,8 +179,35 @@ fn run_netns(
 }
 
 /// `bottleneck ls`.
+pub fn ls(args: &LsArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let text = match args.backend.unwrap_or_else(default_backend) {
+        Backend::Netns => ls_netns(),
+        Backend::Apple => match crate::apple::list() {
+            Ok(bottles) => {
+                let mut text = format!("{:<12} {}\n", "NAME", "RESOURCES");
+                for (name, ids) in bottles {
+                    text.push_str(&format!("{name:<12} {}\n", ids.join(" ")));
+                }
+                text
+            }
+            Err(e) => {
+                let _ = writeln!(err, "error: {e}");
+                return ExitCode::Failure as u8;
+            }
+        },
+        other => {
+            let _ = writeln!(err, "error: no {other:?} backend yet");
+            return ExitCode::Failure as u8;
+        }
+    };
+    match out.write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::Ok as u8,
+        Err(_) => ExitCode::Failure as u8,
+    }
+}
+
 #[cfg(target_os = "linux")]
-pub fn ls(out: &mut dyn Write, _err: &mut dyn Write) -> u8 {
+fn ls_netns() -> String {
     let bottles = crate::netns::teardown::list();
     let mut text = format!(
         "{:<12} {:<8} {:<8} {:<24} {}\n",
@@ -121,35 +232,59 @@ pub fn ls(out: &mut dyn Write, _err: &mut dyn Write) -> u8 {
             b.name, b.state, pid, uplink, agent
         ));
     }
-    match out.write_all(text.as_bytes()) {
-        Ok(()) => ExitCode::Ok as u8,
-        Err(_) => ExitCode::Failure as u8,
-    }
+    text
 }
 
-/// `bottleneck ls` (no netns backend here: nothing to list).
 #[cfg(not(target_os = "linux"))]
-pub fn ls(out: &mut dyn Write, _err: &mut dyn Write) -> u8 {
-    match writeln!(out, "NAME STATE PID UPLINK AGENT") {
-        Ok(()) => ExitCode::Ok as u8,
-        Err(_) => ExitCode::Failure as u8,
-    }
+fn ls_netns() -> String {
+    "NAME STATE PID UPLINK AGENT\n".into()
 }
 
 /// `bottleneck rm NAME|--all`.
-#[cfg(target_os = "linux")]
 pub fn rm(args: &RmArgs, err: &mut dyn Write) -> u8 {
+    if let Some(name) = &args.name
+        && let Err(e) = bottle::check_name(name)
+    {
+        return config_error(err, &e);
+    }
+    match args.backend.unwrap_or_else(default_backend) {
+        Backend::Netns => rm_netns(args, err),
+        Backend::Apple => match crate::apple::remove(args.name.as_deref(), err) {
+            Ok(removed) if removed.is_empty() && args.name.is_some() => {
+                let _ = writeln!(
+                    err,
+                    "error: no bottle named {}",
+                    args.name.clone().unwrap_or_default()
+                );
+                ExitCode::Failure as u8
+            }
+            Ok(removed) => {
+                for name in removed {
+                    let _ = writeln!(err, "bottleneck: removed {name}");
+                }
+                ExitCode::Ok as u8
+            }
+            Err(e) => {
+                let _ = writeln!(err, "error: {e}");
+                ExitCode::Failure as u8
+            }
+        },
+        other => {
+            let _ = writeln!(err, "error: no {other:?} backend yet");
+            ExitCode::Failure as u8
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn rm_netns(args: &RmArgs, err: &mut dyn Write) -> u8 {
     let names: Vec<String> = if args.all {
         crate::netns::teardown::list()
             .into_iter()
             .map(|b| b.name)
             .collect()
     } else {
-        let name = args.name.clone().unwrap_or_default();
-        if let Err(e) = bottle::check_name(&name) {
-            return config_error(err, &e);
-        }
-        vec![name]
+        vec![args.name.clone().unwrap_or_default()]
     };
     if !nix::unistd::geteuid().is_root() {
         let _ = writeln!(err, "error: removing bottles needs root");
@@ -170,10 +305,9 @@ pub fn rm(args: &RmArgs, err: &mut dyn Write) -> u8 {
     code
 }
 
-/// `bottleneck rm` (no netns backend here).
 #[cfg(not(target_os = "linux"))]
-pub fn rm(_args: &RmArgs, err: &mut dyn Write) -> u8 {
-    let _ = writeln!(err, "error: no bottles on this system");
+fn rm_netns(_args: &RmArgs, err: &mut dyn Write) -> u8 {
+    let _ = writeln!(err, "error: the netns backend needs Linux");
     ExitCode::Failure as u8
 }
 

@@ -6,6 +6,7 @@
 //! Linux only.
 #![forbid(unsafe_code)]
 
+pub mod apple;
 pub mod bottle;
 pub mod cli;
 pub mod commands;
@@ -43,7 +44,7 @@ pub fn run(command: cli::Command, out: &mut dyn Write, err: &mut dyn Write) -> u
             policy_check::run(&args, out, err) as u8
         }
         cli::Command::Run(args) => commands::run(&args, out, err),
-        cli::Command::Ls => commands::ls(out, err),
+        cli::Command::Ls(args) => commands::ls(&args, out, err),
         cli::Command::Rm(args) => commands::rm(&args, err),
         cli::Command::Logs(args) => commands::logs(&args, out, err),
         cli::Command::Ca(cli::CaCommand::Init { dir }) => commands::ca_init(&dir, out, err),

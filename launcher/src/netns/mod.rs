@@ -145,6 +145,8 @@ pub struct Prepared {
 fn tool_missing(tool: &str) -> bool {
     std::process::Command::new(tool)
         .arg("--version")
+        .env_clear()
+        .env("PATH", crate::bottle::AGENT_PATH)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -203,6 +205,8 @@ pub fn prepare(config: &RunConfig, dry_run: bool) -> Result<Prepared, ConfigErro
     addr_cmd.extend(["-4", "-o", "addr", "show"]);
     let used = std::process::Command::new(addr_cmd[0])
         .args(&addr_cmd[1..])
+        .env_clear()
+        .env("PATH", crate::bottle::AGENT_PATH)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()

@@ -67,6 +67,9 @@ pub async fn run(cmd: &Cmd) -> Result<String, SysError> {
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
+        // Tools get nothing of the launcher's environment (its secrets above all).
+        .env_clear()
+        .env("PATH", crate::bottle::AGENT_PATH)
         .stdin(if cmd.stdin.is_some() {
             Stdio::piped()
         } else {
