@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::Duration;
 
 use bottleneck_lab::{GatewayMode, Lab, RequestRecord};
@@ -32,7 +33,8 @@ pub const SECRET_VAR: &str = "DEMO_API_KEY";
 /// One line of the demo's report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
-    /// `ok`, `FAIL` or `pending`.
+    /// `ok`, `FAIL`, `pending` (waits for a piece still being built) or `skipped` (a
+    /// tool the probe needs is missing here).
     pub verdict: &'static str,
     /// What was tried.
     pub what: &'static str,
@@ -40,7 +42,18 @@ pub struct Finding {
     pub detail: String,
 }
 
+/// What the agent's probe prints without Python.
+const NO_PYTHON: &str = "python3-missing";
+
 impl Finding {
+    fn skipped(what: &'static str, why: &str) -> Finding {
+        Finding {
+            verdict: "skipped",
+            what,
+            detail: why.to_owned(),
+        }
+    }
+
     fn new(ok: bool, what: &'static str, detail: String) -> Finding {
         Finding {
             verdict: if ok { "ok" } else { "FAIL" },
@@ -175,7 +188,9 @@ pub fn judge(s: &BTreeMap<String, String>, secret: &str, exfil_name: &str) -> Ve
     let dns_line = get("dns").trim().to_owned();
     let exfil_line = get("exfil").trim().to_owned();
     let dns_up = dns_line.contains("NOERROR");
-    out.push(if exfil_line.contains("NXDOMAIN") {
+    out.push(if exfil_line.contains(NO_PYTHON) {
+        Finding::skipped("DNS exfiltration", "/usr/bin/python3 is missing (the DNS probe needs it)")
+    } else if exfil_line.contains("NXDOMAIN") {
         Finding::new(
             dns_up,
             "DNS exfiltration",
@@ -219,6 +234,13 @@ pub fn judge(s: &BTreeMap<String, String>, secret: &str, exfil_name: &str) -> Ve
     ));
 
     let udp = get("udp").trim().to_owned();
+    if udp.contains(NO_PYTHON) {
+        out.push(Finding::skipped(
+            "UDP",
+            "/usr/bin/python3 is missing (the UDP probe needs it)",
+        ));
+        return out;
+    }
     out.push(Finding::new(
         !udp.contains("answered")
             && !udp.contains("timeout")
@@ -279,6 +301,12 @@ fn demo(out: &mut dyn Write, err: &mut dyn Write) -> Result<bool, DemoError> {
     // Checked before the world is built, for a quick, clear message.
     bottle::find_binary("bottleneck-gateway")?;
     bottle::find_binary("bottleneck-init")?;
+    if !Path::new("/usr/bin/curl").exists() && !Path::new("/bin/curl").exists() {
+        return Err(bottle::ConfigError::Unsupported(
+            "the demo's agent uses curl: install it (apt-get install curl)".into(),
+        )
+        .into());
+    }
 
     let started = std::time::Instant::now();
     let lab = Lab::new(GatewayMode::Bare)?;
@@ -461,5 +489,21 @@ mod tests {
             .map(|f| f.what)
             .collect();
         assert_eq!(failed, ["credential injected", "DNS exfiltration", "UDP"]);
+
+        // Without Python the probes are skipped, not failed.
+        let no_python = out
+            .replace("abc.exfil.denied.test refused ms=1", NO_PYTHON)
+            .replace("198.51.100.7:7 refused ms=0", NO_PYTHON);
+        let findings = judge(&sections(&no_python), secret, "abc.exfil.denied.test");
+        let skipped: Vec<&str> = findings
+            .iter()
+            .filter(|f| f.verdict == "skipped")
+            .map(|f| f.what)
+            .collect();
+        assert_eq!(skipped, ["DNS exfiltration", "UDP"]);
+        assert!(
+            findings.iter().all(|f| f.verdict != "FAIL"),
+            "{findings:#?}"
+        );
     }
 }

@@ -40,6 +40,8 @@ const LINE_LIMIT: usize = 8 << 10;
 pub const CAPTURE_LIMIT: usize = 1 << 20;
 /// The gateway's readiness line.
 pub const READY_LINE: &str = "bottleneck-gateway ready";
+/// The most bytes of the gateway's stderr kept in `STATE/gateway.log`.
+const GATEWAY_LOG_LIMIT: usize = 16 << 20;
 /// How long the gateway gets to stop after SIGTERM before SIGKILL.
 const GATEWAY_STOP: Duration = Duration::from_secs(5);
 
@@ -212,7 +214,7 @@ pub fn prepare(config: &RunConfig, dry_run: bool) -> Result<Prepared, ConfigErro
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    let net = UplinkNet::pick(&used)
+    let net = UplinkNet::pick(&used, &names.bottle)
         .ok_or_else(|| ConfigError::Unsupported("no free uplink subnet in 198.19.0.0/16".into()))?;
     let gateway_resolv = match &uplink {
         Uplink::Host { .. } => files::host_gateway_resolv(
@@ -782,13 +784,22 @@ async fn copy_lines(
 ) {
     let mut buf = vec![0u8; 8192];
     let mut line: Vec<u8> = Vec::new();
+    let mut written = 0usize;
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        // Logging is best effort; the gateway must never block on it.
-        let _ = log.write_all(&buf[..n]);
+        // Logging is best effort and bounded (the state directory is usually in RAM); the
+        // gateway must never block on it, so past the bound its output is read and dropped.
+        if written < GATEWAY_LOG_LIMIT {
+            let keep = n.min(GATEWAY_LOG_LIMIT - written);
+            let _ = log.write_all(&buf[..keep]);
+            written += keep;
+            if written == GATEWAY_LOG_LIMIT {
+                let _ = log.write_all(b"\n[bottleneck: gateway log truncated here]\n");
+            }
+        }
         if ready.is_none() {
             continue;
         }

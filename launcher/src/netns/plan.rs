@@ -140,9 +140,16 @@ impl UplinkNet {
         format!("198.19.{}.0/30", self.index)
     }
 
-    /// The first /30 in 198.19.0.0/16 not used by any address in `ip -4 -o addr` output.
-    pub fn pick(ip_addr_output: &str) -> Option<UplinkNet> {
-        (1..=255u8)
+    /// A /30 in 198.19.0.0/16 not used by any address in `ip -4 -o addr` output, searched
+    /// from a start derived from the bottle's name, so that two bottles set up at the
+    /// same moment (each seeing the other's subnet not yet used) rarely pick the same.
+    pub fn pick(ip_addr_output: &str, name: &str) -> Option<UplinkNet> {
+        let start = name
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+            % 255;
+        (0..255u32)
+            .filter_map(|i| u8::try_from((start + i) % 255 + 1).ok())
             .map(|index| UplinkNet { index })
             .find(|n| !ip_addr_output.contains(&format!(" 198.19.{}.", n.index)))
     }
@@ -519,8 +526,19 @@ mod tests {
     fn uplink_subnets_skip_used_ones() {
         let out = "2: eth0    inet 192.0.2.10/24 scope global eth0\n\
                    9: bn-a    inet 198.19.1.1/30 scope global bn-a\n";
-        assert_eq!(UplinkNet::pick(out), Some(UplinkNet { index: 2 }));
-        assert_eq!(UplinkNet::pick(""), Some(UplinkNet { index: 1 }));
+        let first = UplinkNet::pick("", "a").unwrap();
+        let used = format!(
+            "9: bn-a    inet 198.19.{}.1/30 scope global bn-a\n",
+            first.index
+        );
+        let second = UplinkNet::pick(&used, "a").unwrap();
+        assert_ne!(first, second);
+        assert_eq!(second.index, first.index % 255 + 1);
+        assert!(UplinkNet::pick(out, "b").is_some_and(|n| n.index != 1));
+        let everything: String = (1..=255).map(|k| format!(" 198.19.{k}.1/30\n")).collect();
+        assert_eq!(UplinkNet::pick(&everything, "a"), None);
+        // Different names usually start in different places.
+        assert_ne!(UplinkNet::pick("", "alpha"), UplinkNet::pick("", "beta"));
         let n = UplinkNet { index: 7 };
         assert_eq!(n.outside().to_string(), "198.19.7.1");
         assert_eq!(n.gateway().to_string(), "198.19.7.2");
