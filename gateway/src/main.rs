@@ -148,6 +148,9 @@ fn main() -> ExitCode {
     if let Err(e) = firewall::enable_forwarding().and_then(|()| firewall::apply(&firewall_config)) {
         return fail(EXIT_RUNTIME, e);
     }
+    for path in firewall::disable_redirects(&firewall_config.agent_iface) {
+        tracing::warn!(path, "cannot turn off ICMP redirects towards the agent");
+    }
     // Still one thread: capabilities are per thread, so this is the moment to shed them.
     if let Err(e) = keep_only_network_capabilities() {
         let _ = firewall::remove().and_then(|()| firewall::disable_forwarding());

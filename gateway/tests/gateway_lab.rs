@@ -640,3 +640,106 @@ fn websocket_upgrades_flow_both_ways_when_the_route_allows_them() {
     assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
     assert_eq!(bottle.lab.https().requests(), before);
 }
+
+/// An h2 connection opened for one name and reused for another (connection coalescing,
+/// which browsers do when a certificate covers both): the second authority gets 421 and
+/// reaches no one, even though the policy allows it on its own connection.
+#[test]
+fn an_h2_connection_reused_for_a_second_authority_gets_421() {
+    if !bottleneck_lab::require_root("an_h2_connection_reused_for_a_second_authority_gets_421") {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    let ca = std::fs::read(&bottle.ca_pem).unwrap();
+    let statuses = bottle
+        .lab
+        .run_in(Host::Agent, move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(h2_two_authorities(ca))
+        })
+        .unwrap();
+    assert_eq!(statuses, (200, 421));
+    let seen: Vec<_> = bottle
+        .lab
+        .https()
+        .log()
+        .into_iter()
+        .filter_map(|r| r.sni)
+        .collect();
+    assert_eq!(
+        seen,
+        vec!["allowed.test".to_string()],
+        "the second authority got through"
+    );
+}
+
+async fn h2_two_authorities(ca_pem: Vec<u8>) -> (u16, u16) {
+    use http_body_util::Empty;
+    use rustls::pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(&ca_pem).unwrap())
+        .unwrap();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(bottleneck_gateway::tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect((ORIGIN_V4, 443))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("allowed.test").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut status = Vec::new();
+    for uri in [
+        "https://allowed.test/echo",
+        "https://other.allowed.test/echo",
+    ] {
+        let request = http::Request::get(uri)
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        status.push(
+            sender
+                .send_request(request)
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    (status[0], status[1])
+}
+
+#[test]
+fn the_gateway_sends_no_icmp_redirects_to_the_agent() {
+    if !bottleneck_lab::require_root("the_gateway_sends_no_icmp_redirects_to_the_agent") {
+        return;
+    }
+    let read = |lab: &bottleneck_lab::Lab, path: &str| {
+        let out = lab.exec(Host::Gateway, &["cat", path]).unwrap();
+        out.stdout_str().trim().to_owned()
+    };
+    let bottle = Bottle::start(POLICY);
+    for path in [
+        "/proc/sys/net/ipv4/conf/all/send_redirects",
+        "/proc/sys/net/ipv4/conf/eth1/send_redirects",
+    ] {
+        assert_eq!(read(&bottle.lab, path), "0", "{path}");
+    }
+}

@@ -66,6 +66,24 @@ pub fn enable_forwarding() -> Result<(), FirewallError> {
     Ok(())
 }
 
+/// Stop the gateway from sending ICMP redirects to the agent. A router tells a host on
+/// the same link to use a better next hop directly; the agent's only next hop must stay
+/// the gateway. The kernel sends them if either `all` or the interface allows it, so both
+/// are switched off. Best effort (a read-only `/proc/sys` in a container): the paths that
+/// could not be written are returned for a warning.
+pub fn disable_redirects(agent_iface: &str) -> Vec<String> {
+    let iface = format!("/proc/sys/net/ipv4/conf/{agent_iface}/send_redirects");
+    ["/proc/sys/net/ipv4/conf/all/send_redirects", iface.as_str()]
+        .into_iter()
+        .filter(|path| {
+            let done = fs::read_to_string(path).is_ok_and(|v| v.trim() == "0")
+                || fs::write(path, b"0\n").is_ok();
+            !done
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Turn forwarding off again when the gateway stops cleanly: once the table (and its
 /// forward chain) is gone, forwarding left on would route the agent's packets out
 /// unfiltered. Best effort on each file, so a read-only `/proc/sys` does not block exit;

@@ -16,7 +16,8 @@ pub mod ruleset;
 pub mod sockopt;
 
 pub use apply::{
-    Counter, Counters, apply, counters, disable_forwarding, enable_forwarding, remove,
+    Counter, Counters, apply, counters, disable_forwarding, disable_redirects, enable_forwarding,
+    remove,
 };
 pub use error::FirewallError;
 pub use ruleset::{FirewallConfig, remove_script, render};
