@@ -348,6 +348,9 @@ pub struct RunConfig {
     pub upstream_ca: Vec<PathBuf>,
     /// How long to wait for the gateway.
     pub gateway_timeout: std::time::Duration,
+    /// `--egress=proxy`: the gateway also serves an explicit proxy and the agent gets the
+    /// proxy variables (routing is forced all the same).
+    pub proxy: bool,
 }
 
 /// Validates the policy, the secrets and every option, using `env` for the launcher's
@@ -413,6 +416,7 @@ pub fn prepare(
         uplink_netns: args.uplink_netns.clone(),
         upstream_ca,
         gateway_timeout: std::time::Duration::from_secs(args.gateway_timeout.max(1)),
+        proxy: args.egress == crate::cli::Egress::Proxy,
     })
 }
 

@@ -31,14 +31,13 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Err(e) => return config_error(err, &e),
     };
     let backend = args.backend.unwrap_or_else(default_backend);
-    if args.egress == Egress::Proxy {
+    if args.egress == Egress::Proxy && backend != Backend::Netns {
         return config_error(
             err,
-            &ConfigError::Unsupported(
-                "--egress=proxy is not yet supported by the netns backend (the gateway's \
-                 explicit proxy listener is still to come); use --egress=transparent"
-                    .into(),
-            ),
+            &ConfigError::Unsupported(format!(
+                "--egress=proxy is not yet supported by the {} backend; use --egress=transparent",
+                format!("{backend:?}").to_lowercase()
+            )),
         );
     }
     match backend {

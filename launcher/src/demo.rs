@@ -348,6 +348,7 @@ fn demo(out: &mut dyn Write, err: &mut dyn Write) -> Result<bool, DemoError> {
         uplink_netns: Some(wan),
         upstream_ca: vec![lab.ca_pem_path().to_owned()],
         gateway_timeout: Duration::from_secs(20),
+        proxy: false,
     };
     // The same validation as `bottleneck run`.
     bottle::load_policy(&config.policy_path)?;

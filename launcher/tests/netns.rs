@@ -433,6 +433,47 @@ fn run_enforces_the_policy_hides_the_secret_and_leaves_nothing_behind() {
 }
 
 #[test]
+fn proxy_egress_gives_the_agent_proxy_variables_and_the_same_policy() {
+    if !require_root("proxy_egress_gives_the_agent_proxy_variables_and_the_same_policy") {
+        return;
+    }
+    helpers_built();
+    let lab = Lab::new(GatewayMode::Bare).unwrap();
+    let wan = lab.namespace(Host::Wan).to_owned();
+    let name = bottle_name("px");
+    let policy_path = lab.dir().join("policy.yaml");
+    fs::write(&policy_path, policy("LAB_API_KEY")).unwrap();
+    let script = "echo ==env==; env | grep -i _proxy | sort\n\
+         C='curl -sS --max-time 10 -w \\n%{http_code}\\n'\n\
+         echo ==allowed==; $C https://allowed.test/echo/p\n\
+         echo ==denied==; $C https://denied.test/ 2>&1; echo exit=$?\n\
+         echo ==end==\n";
+    let mut args = run_args(&name, &policy_path, &lab, &["sh", "-c", script]);
+    let at = args
+        .iter()
+        .position(|a| a == "--egress=transparent")
+        .unwrap();
+    args[at] = "--egress=proxy".into();
+    let mut launch = Launch::spawn(&args, &[("LAB_API_KEY", "x")], &name);
+    let (code, out, err) = launch.wait(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let s = sections(&out);
+    assert!(
+        s["env"].contains("HTTPS_PROXY=http://198.18.0.1:3128")
+            && s["env"].contains("https_proxy=http://198.18.0.1:3128"),
+        "{out}"
+    );
+    let (body, status) = s["allowed"].trim_end().rsplit_once('\n').unwrap();
+    assert_eq!(status, "200", "{out}\n{err}");
+    let echo: RequestRecord = serde_json::from_str(body).unwrap();
+    assert_eq!(echo.sni.as_deref(), Some("allowed.test"));
+    // The CONNECT to a denied host is refused by the proxy.
+    assert!(!s["denied"].contains("exit=0"), "{out}");
+    assert!(s["denied"].contains("403"), "{out}");
+    assert_eq!(leftovers(&name, Some(&wan)), Vec::<String>::new());
+}
+
+#[test]
 fn sigint_mid_run_stops_the_agent_and_removes_everything() {
     if !require_root("sigint_mid_run_stops_the_agent_and_removes_everything") {
         return;
@@ -576,9 +617,12 @@ fn configuration_errors_exit_3_before_anything_is_created() {
     let to_agent = run(&["-e", "CFG_TEST_KEY"], &[("CFG_TEST_KEY", "v")]);
     assert_eq!(to_agent.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&to_agent.stderr).contains("secrets go to the gateway only"));
-    let proxy = run(&["--egress=proxy"], &[("CFG_TEST_KEY", "v")]);
+    let proxy = run(
+        &["--backend", "apple", "--egress=proxy"],
+        &[("CFG_TEST_KEY", "v")],
+    );
     assert_eq!(proxy.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&proxy.stderr).contains("not yet supported by the netns"));
+    assert!(String::from_utf8_lossy(&proxy.stderr).contains("not yet supported by the apple"));
     let root = run(&["--user", "root"], &[("CFG_TEST_KEY", "v")]);
     assert_eq!(root.status.code(), Some(3));
     fs::write(&policy_path, "version: 1\nroutes:\n  - hots: x\n").unwrap();

@@ -287,6 +287,7 @@ pub fn dry_run_text(config: &RunConfig, p: &Prepared) -> String {
             &config.policy_path,
             &p.paths,
             &config.upstream_ca,
+            config.proxy,
         )
         .to_string(),
     );
@@ -317,6 +318,13 @@ pub fn dry_run_text(config: &RunConfig, p: &Prepared) -> String {
     ));
     let binds = dry_run_binds(config, &p.paths, added.is_some());
     let mut env: Vec<String> = vec![format!("PATH={}", agent_path(config))];
+    if config.proxy {
+        env.extend(
+            plan::proxy_env()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}")),
+        );
+    }
     env.extend(config.agent_env.iter().map(|(k, _)| format!("{k}=...")));
     env.extend(
         plan::shim_env(&p.paths, &config.user)
@@ -609,6 +617,7 @@ async fn bottle(
         &config.policy_path,
         &p.paths,
         &config.upstream_ca,
+        config.proxy,
     );
     let mut command = tokio::process::Command::new(&gw_cmd.argv[0]);
     command
@@ -678,6 +687,9 @@ async fn bottle(
         if let Some(value) = std::env::var_os(var) {
             command.env(var, value);
         }
+    }
+    if config.proxy {
+        command.envs(plan::proxy_env());
     }
     command
         .envs(config.agent_env.iter().map(|(k, v)| (k, v)))

@@ -22,6 +22,27 @@ pub const GATEWAY_AGENT_IFACE: &str = "eth1";
 pub const GATEWAY_UPLINK_IFACE: &str = "eth0";
 /// The agent's only interface.
 pub const AGENT_IFACE: &str = "eth0";
+/// The gateway's explicit proxy port (`--egress=proxy`), on its agent-side address.
+pub const PROXY_PORT: u16 = 3128;
+
+/// The proxy URL the agent gets with `--egress=proxy`.
+pub fn proxy_url() -> String {
+    format!("http://{GATEWAY_V4}:{PROXY_PORT}")
+}
+
+/// The proxy variables of `--egress=proxy` (both spellings: tools read one or the other).
+pub fn proxy_env() -> Vec<(String, String)> {
+    let url = proxy_url();
+    let no_proxy = "localhost,127.0.0.1,::1".to_owned();
+    vec![
+        ("HTTP_PROXY".into(), url.clone()),
+        ("HTTPS_PROXY".into(), url.clone()),
+        ("http_proxy".into(), url.clone()),
+        ("https_proxy".into(), url),
+        ("NO_PROXY".into(), no_proxy.clone()),
+        ("no_proxy".into(), no_proxy),
+    ]
+}
 
 /// Binds `MODE SRC DST` triples (MODE `rw` or `ro`; `mask` hides DST: an empty read-only
 /// tmpfs over a directory, /dev/null over anything else) up to `--`, then execs the rest.
@@ -360,6 +381,7 @@ pub fn gateway_command(
     policy: &Path,
     paths: &StatePaths,
     upstream_ca: &[PathBuf],
+    proxy: bool,
 ) -> Cmd {
     let mut argv: Vec<String> = [
         "ip",
@@ -397,6 +419,10 @@ pub fn gateway_command(
     for ca in upstream_ca {
         argv.push("--upstream-ca".into());
         argv.push(ca.display().to_string());
+    }
+    if proxy {
+        argv.push("--listen-proxy".into());
+        argv.push(format!("{GATEWAY_V4}:{PROXY_PORT}"));
     }
     Cmd { argv, stdin: None }
 }
@@ -634,6 +660,7 @@ mod tests {
             Path::new("/p.yaml"),
             &paths,
             &[PathBuf::from("/wan-ca.pem")],
+            false,
         );
         let text = gw.to_string();
         assert!(
