@@ -18,6 +18,9 @@
 //!   it), deciding every name with the same policy, pinning the addresses it hands out.
 //! * [`audit`]: one JSON line per decision.
 //!
+//! [`service`] puts them together (prepare, serve, drain); the binary adds the firewall and
+//! the privilege drop around it.
+//!
 //! Every decision goes through `bottleneck_policy::Policy::decide`.
 #![forbid(unsafe_code)]
 
@@ -31,6 +34,7 @@ pub mod privilege;
 pub mod proxy;
 pub mod relay;
 pub mod rewind;
+pub mod service;
 pub mod splice;
 pub mod state;
 pub mod tls;
