@@ -65,6 +65,11 @@ pub struct Args {
     /// Most agent connections served at once.
     #[arg(long, env = "BOTTLENECK_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+    /// Seconds an upstream may stay silent: before its response head, and between two
+    /// pieces of its body (streams that send keep-alive events are never cut). The agent
+    /// gets 504 or a cut-off body, and the audit line says why.
+    #[arg(long, env = "BOTTLENECK_UPSTREAM_IDLE_SECONDS", default_value_t = 600)]
+    pub upstream_idle_seconds: u64,
     /// Seconds to let open connections finish after SIGTERM.
     #[arg(long, env = "BOTTLENECK_DRAIN_SECONDS", default_value_t = 10)]
     pub drain_seconds: u64,

@@ -6,12 +6,13 @@
 //! agent sees.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bottleneck_policy::host::normalize_name;
 use bottleneck_policy::{Decision, HTTP_PORT, HTTPS_PORT, Kind, Request as PolicyRequest};
@@ -34,7 +35,10 @@ use crate::upstream::{Connector, Upstream, UpstreamAddr, UpstreamStream};
 const UPGRADED_IDLE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// The body type of every response the gateway sends.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// The error type of [`Body`]: hyper's, or the gateway's own (an upstream gone idle).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the listener learnt about a connection before its first request.
 #[derive(Debug, Clone)]
@@ -152,13 +156,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub struct Proxy {
     policy: PolicyHandle,
     upstream: Arc<Upstream>,
+    /// Longest wait for an upstream response head, and between two body frames.
+    idle: Duration,
     client: Client<Connector, CountedBody>,
     audit: Audit,
 }
 
 impl Proxy {
-    /// Build the handler around a pooled upstream client.
-    pub fn new(policy: PolicyHandle, connector: Connector, audit: Audit) -> Proxy {
+    /// Build the handler around a pooled upstream client; `idle` bounds every wait on the
+    /// upstream (response head, then each body frame).
+    pub fn new(policy: PolicyHandle, connector: Connector, audit: Audit, idle: Duration) -> Proxy {
         let upstream = connector.upstream().clone();
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
@@ -168,6 +175,7 @@ impl Proxy {
         Proxy {
             policy,
             upstream,
+            idle,
             client,
             audit,
         }
@@ -233,6 +241,8 @@ impl Proxy {
             bytes_up,
             bytes_down: 0,
             started,
+            idle: self.idle,
+            idle_timer: Box::pin(tokio::time::sleep(self.idle)),
             finish: Some((self.audit.clone(), record)),
         };
         Ok(Response::from_parts(parts, body.boxed()))
@@ -369,21 +379,35 @@ impl Proxy {
         };
         let upstream_req = Request::from_parts(parts, body);
 
-        let response = self.client.request(upstream_req).await.map_err(|e| {
-            let cause = std::error::Error::source(&e)
-                .map(ToString::to_string)
-                .unwrap_or_else(|| e.to_string());
-            Refusal {
-                status: StatusCode::BAD_GATEWAY,
-                code: "upstream_failed",
+        let response = tokio::time::timeout(self.idle, self.client.request(upstream_req))
+            .await
+            .map_err(|_| Refusal {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                code: "upstream_timeout",
                 host: name.clone(),
-                message: format!("the upstream could not be reached: {cause}"),
-            }
-        })?;
+                message: format!(
+                    "the upstream sent no response within {} s",
+                    self.idle.as_secs()
+                ),
+            })?
+            .map_err(|e| {
+                let cause = std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| e.to_string());
+                Refusal {
+                    status: StatusCode::BAD_GATEWAY,
+                    code: "upstream_failed",
+                    host: name.clone(),
+                    message: format!("the upstream could not be reached: {cause}"),
+                }
+            })?;
         record.upstream = response.extensions().get::<UpstreamAddr>().map(|a| a.0);
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, body.boxed()))
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed(),
+        ))
     }
 }
 
@@ -476,7 +500,10 @@ impl Proxy {
                 .headers
                 .insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
         }
-        Ok(Response::from_parts(parts, body.boxed()))
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed(),
+        ))
     }
 }
 
@@ -536,6 +563,10 @@ struct AuditedBody {
     bytes_up: Arc<AtomicU64>,
     bytes_down: u64,
     started: Instant,
+    /// The body fails if no frame arrives for this long (a stalled upstream must not hold
+    /// the agent's connection forever); reset at every frame.
+    idle: Duration,
+    idle_timer: Pin<Box<tokio::time::Sleep>>,
     finish: Option<(Audit, Record)>,
 }
 
@@ -553,21 +584,35 @@ impl AuditedBody {
 
 impl hyper::body::Body for AuditedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.bytes_down += data.len() as u64;
                 }
+                let deadline = tokio::time::Instant::now() + self.idle;
+                self.idle_timer.as_mut().reset(deadline);
             }
             Poll::Ready(_) => self.finish(),
-            Poll::Pending => {}
+            Poll::Pending => {
+                if self.idle_timer.as_mut().poll(cx).is_ready() {
+                    if let Some((_, record)) = &mut self.finish {
+                        record.reason = "upstream_idle_timeout";
+                    }
+                    self.finish();
+                    let idle = self.idle.as_secs();
+                    return Poll::Ready(Some(Err(format!(
+                        "the upstream sent nothing for {idle} s"
+                    )
+                    .into())));
+                }
+            }
         }
         polled
     }

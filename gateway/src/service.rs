@@ -186,6 +186,7 @@ impl Prepared {
             handle.clone(),
             Connector::new(upstream.clone()),
             audit,
+            Duration::from_secs(args.upstream_idle_seconds),
         ));
         let listeners = Arc::new(Listeners {
             proxy,

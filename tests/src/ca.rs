@@ -83,6 +83,24 @@ fn set_validity(params: &mut CertificateParams) {
     params.not_after = date_time_ymd(year + 3, 1, 1);
 }
 
+/// A deliberate defect in an issued leaf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// A valid leaf.
+    None,
+    /// Validity ended in 2002.
+    Expired,
+    /// Signed by its own key, not by the lab CA.
+    SelfSigned,
+}
+
+/// Names whose origin certificate is wrong on purpose, and how (see [`SniResolver`]):
+/// `wrongcert.test` gets a certificate for other names.
+pub const FAULTY_NAMES: [(&str, Fault); 2] = [
+    ("expired.test", Fault::Expired),
+    ("selfsigned.test", Fault::SelfSigned),
+];
+
 impl TestCa {
     /// Generates a new CA whose common name contains `label` (e.g. the lab's id).
     pub fn new(label: &str) -> Result<Self> {
@@ -128,6 +146,12 @@ impl TestCa {
     /// Issues a server leaf for `names`: DNS names (wildcards allowed) and/or IP literals.
     /// The first name is also the subject common name.
     pub fn issue(&self, names: &[&str]) -> Result<Leaf> {
+        self.issue_with(names, Fault::None)
+    }
+
+    /// Issues a leaf with a deliberate fault (for the origins that test upstream
+    /// verification): expired, or signed by itself instead of the CA.
+    pub fn issue_with(&self, names: &[&str], fault: Fault) -> Result<Leaf> {
         let subject = names.join(",");
         let err = |source| LabError::Certificate {
             subject: subject.clone(),
@@ -145,8 +169,15 @@ impl TestCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
         set_validity(&mut params);
+        if fault == Fault::Expired {
+            params.not_before = date_time_ymd(2001, 1, 1);
+            params.not_after = date_time_ymd(2002, 1, 1);
+        }
         let key = KeyPair::generate().map_err(err)?;
-        let cert = params.signed_by(&key, &self.issuer).map_err(err)?;
+        let cert = match fault {
+            Fault::SelfSigned => params.self_signed(&key).map_err(err)?,
+            Fault::None | Fault::Expired => params.signed_by(&key, &self.issuer).map_err(err)?,
+        };
         Ok(Leaf {
             cert_pem: cert.pem(),
             cert_der: cert.der().clone(),
@@ -170,7 +201,8 @@ impl Leaf {
     }
 }
 
-/// Chooses the origin's certificate by SNI, minting and caching leaves from the lab CA.
+/// Chooses the origin's certificate by SNI, minting and caching leaves from the lab CA;
+/// `wrongcert.test` and the [`FAULTY_NAMES`] get the wrong certificate on purpose.
 pub(crate) struct SniResolver {
     ca: Arc<TestCa>,
     default: Arc<CertifiedKey>,
@@ -198,13 +230,20 @@ impl SniResolver {
 
     fn leaf_for(&self, name: &str) -> Option<Arc<CertifiedKey>> {
         let name = name.to_ascii_lowercase();
+        if name == "wrongcert.test" {
+            return Some(self.default.clone());
+        }
+        let fault = FAULTY_NAMES
+            .iter()
+            .find(|(faulty, _)| *faulty == name)
+            .map_or(Fault::None, |(_, fault)| *fault);
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(found) = cache.get(&name) {
             return Some(found.clone());
         }
         let minted = self
             .ca
-            .issue(&[name.as_str()])
+            .issue_with(&[name.as_str()], fault)
             .and_then(|leaf| leaf.certified_key())
             .ok()?;
         if cache.len() < LEAF_CACHE_LIMIT {

@@ -21,6 +21,7 @@
 //! | `http.test` | A [`HTTP_ORIGIN_V4`], AAAA [`HTTP_ORIGIN_V6`] |
 //! | `echo.test` | A [`ECHO_V4`], AAAA [`ECHO_V6`] |
 //! | `ns.test` | A [`DNS_V4`], AAAA [`DNS_V6`] |
+//! | `wrongcert.test`, `expired.test`, `selfsigned.test` | A [`ORIGIN_V4`], AAAA [`ORIGIN_V6`]; the origin's certificate is wrong on purpose |
 //!
 //! Every other name is NXDOMAIN.
 
@@ -157,6 +158,10 @@ impl DnsServer {
             both("http.test", HTTP_ORIGIN_V4, HTTP_ORIGIN_V6);
             both("echo.test", ECHO_V4, ECHO_V6);
             both("ns.test", DNS_V4, DNS_V6);
+            // Origins whose certificate is wrong on purpose (see `ca::FAULTY_NAMES`).
+            for name in ["wrongcert.test", "expired.test", "selfsigned.test"] {
+                both(name, ORIGIN_V4, ORIGIN_V6);
+            }
             zone.names.insert(
                 "txt.allowed.test".to_owned(),
                 vec![Data::Txt("bottleneck-lab=txt".to_owned())],

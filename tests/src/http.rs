@@ -11,6 +11,8 @@
 //! * `/bytes/N`: `N` bytes of `x` (at most [`MAX_BYTES`]), streamed without buffering;
 //! * `/status/N`: status `N` (200..=599) with the echo body;
 //! * `/redirect?to=URL`: `302 Found` to the percent-decoded `URL`;
+//! * `/stall/head`: no response at all (until the connection's lifetime ends);
+//! * `/stall/body`: headers and a first chunk, then nothing;
 //! * `/ws` with `Upgrade: websocket` (HTTP/1.1): `101 Switching Protocols` with the RFC 6455
 //!   `Sec-WebSocket-Accept`, then every byte received is sent back (a byte echo, not a
 //!   frame parser: enough to show that an upgraded connection flows both ways);
@@ -346,6 +348,9 @@ async fn handle(
         peer_addr: info.peer.to_string(),
     };
     origin.record(record.clone());
+    if parts.uri.path() == "/stall/head" {
+        tokio::time::sleep(CONNECTION_LIFETIME).await;
+    }
     if let (Some(key), Some(upgrade)) = (websocket_key, upgrade) {
         tokio::spawn(async move {
             if let Ok(upgraded) = upgrade.await {
@@ -427,6 +432,27 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// One chunk, then a body that never ends and never sends again (`/stall/body`).
+struct Stall {
+    first: Option<Bytes>,
+}
+
+impl Body for Stall {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.first.take() {
+            Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            // Never woken: the peer's timeout (or the connection lifetime) ends it.
+            None => Poll::Pending,
+        }
+    }
+}
+
 /// Reads the whole body, keeping the first [`ECHO_BODY_LIMIT`] bytes.
 async fn read_body(mut body: Incoming) -> Result<(Vec<u8>, u64), String> {
     let mut kept = Vec::new();
@@ -493,6 +519,14 @@ fn respond(uri: &hyper::Uri, record: &RequestRecord) -> Response<ResponseBody> {
                 "/status/N wants 200 <= N <= 599".into(),
             ),
         };
+    }
+    if path == "/stall/body" {
+        return Response::new(
+            Stall {
+                first: Some(Bytes::from_static(b"first chunk, then silence\n")),
+            }
+            .boxed(),
+        );
     }
     if path == "/sse" {
         let mut response = Response::new(
