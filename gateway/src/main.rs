@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use bottleneck_gateway::config::{Args, Command};
+use bottleneck_gateway::config::Args;
 use bottleneck_gateway::firewall;
 use bottleneck_gateway::privilege::keep_only_network_capabilities;
 use bottleneck_gateway::service::{Prepared, StartError};
@@ -41,8 +41,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    if let Some(Command::CaInit { ca_dir }) = &args.command {
-        return match BottleCa::create(ca_dir) {
+    if let Some(command) = &args.command {
+        return match BottleCa::create(command.ca_init_dir()) {
             Ok(ca) => {
                 print!("{}", ca.cert_pem());
                 ExitCode::SUCCESS
