@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::audit::{Audit, Record};
 use crate::firewall::sockopt::original_dst;
+use crate::listen::elapsed_ms;
 use crate::splice::splice;
 use crate::state::PolicyHandle;
 use crate::upstream::Upstream;
@@ -137,8 +138,4 @@ impl TcpRelay {
         record.duration_ms = elapsed_ms(started);
         self.audit.write(record);
     }
-}
-
-fn elapsed_ms(started: Instant) -> u64 {
-    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
