@@ -28,6 +28,9 @@ pub enum Command {
     Rm(RmArgs),
     /// Show a bottle's audit log as a table.
     Logs(LogsArgs),
+    /// Run a command in a running bottle's agent (podman, docker) through
+    /// `bottleneck-init --drop-only`: as the agent's user, with no capabilities.
+    Exec(ExecArgs),
     /// Work with bottle CAs.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -60,11 +63,11 @@ pub struct CheckArgs {
 pub enum Backend {
     /// Linux network namespaces and veth pairs (root, no container runtime).
     Netns,
-    /// Podman containers (not built yet).
+    /// Podman containers (images/Containerfile.agent and Containerfile.gateway).
     Podman,
-    /// Docker containers (not built yet).
+    /// Docker containers (the same images).
     Docker,
-    /// Apple's `container` CLI on macOS (not built yet).
+    /// Apple's `container` CLI on macOS.
     Apple,
 }
 
@@ -80,7 +83,8 @@ pub enum Egress {
 /// Arguments of `bottleneck run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Where to build the bottle (default: netns on Linux).
+    /// Where to build the bottle (default: apple on macOS with `container` installed, netns
+    /// on Linux as root, else podman, else docker).
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
     /// How the agent's traffic reaches the gateway.
@@ -112,6 +116,10 @@ pub struct RunArgs {
     /// internet, for tests and the demo) instead of NAT through the host.
     #[arg(long, value_name = "NETNS", hide = true)]
     pub uplink_netns: Option<String>,
+    /// Attach the gateway's egress side to this existing podman/docker network instead of
+    /// creating one (a simulated internet, for tests and the spikes); it is not removed.
+    #[arg(long, value_name = "NETWORK", hide = true)]
+    pub egress_network: Option<String>,
     /// Extra CA certificate (PEM) the gateway trusts for upstream TLS.
     #[arg(long, value_name = "PEM")]
     pub upstream_ca: Vec<PathBuf>,
@@ -122,9 +130,9 @@ pub struct RunArgs {
     /// The gateway's image (apple, podman, docker backends).
     #[arg(long, default_value = "bottleneck-gateway:latest")]
     pub gateway_image: String,
-    /// The resolver the gateway container uses for itself (apple backend; default: the
-    /// policy's first `dns.upstream`, else 1.1.1.1, as the Apple Container spike
-    /// verified: the NAT network's own gateway did not resolve).
+    /// The resolver the gateway container uses for itself (default: the policy's first
+    /// `dns.upstream`; apple backend: else 1.1.1.1, as the Apple Container spike verified:
+    /// the NAT network's own gateway did not resolve; podman/docker: else the engine's).
     #[arg(long, value_name = "IP")]
     pub gateway_dns: Option<String>,
     /// Seconds to wait for the gateway to be ready.
@@ -156,6 +164,19 @@ pub struct RmArgs {
     /// The backend (default: netns on Linux, apple on macOS).
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
+}
+
+/// Arguments of `bottleneck exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The bottle.
+    pub name: String,
+    /// The backend (default: podman if installed, else docker).
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, num_args = 1.., value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 /// Arguments of `bottleneck logs`.
@@ -272,6 +293,20 @@ mod tests {
         assert!(parse(&["rm", "--all"]).is_ok());
         assert!(parse(&["rm", "--backend", "apple", "b1"]).is_ok());
         assert!(parse(&["rm", "--backend", "apple"]).is_err());
+    }
+
+    #[test]
+    fn exec_takes_a_name_and_a_command() {
+        let Command::Exec(exec) = parse(&["exec", "b1", "--backend", "docker", "--", "id", "-u"])
+            .unwrap()
+            .command
+        else {
+            panic!("not exec")
+        };
+        assert_eq!(exec.name, "b1");
+        assert_eq!(exec.backend, Some(Backend::Docker));
+        assert_eq!(exec.command, ["id", "-u"]);
+        assert!(parse(&["exec", "b1"]).is_err());
     }
 
     #[test]

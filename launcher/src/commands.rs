@@ -6,7 +6,8 @@ use std::path::Path;
 
 use crate::ExitCode;
 use crate::bottle::{self, ConfigError};
-use crate::cli::{Backend, DemoArgs, Egress, LogsArgs, LsArgs, RmArgs, RunArgs};
+use crate::cli::{Backend, DemoArgs, Egress, ExecArgs, LogsArgs, LsArgs, RmArgs, RunArgs};
+use crate::engine::{self, Engine};
 
 fn config_error(err: &mut dyn Write, e: &ConfigError) -> u8 {
     // Nothing more useful can be done if stderr itself fails.
@@ -14,24 +15,87 @@ fn config_error(err: &mut dyn Write, e: &ConfigError) -> u8 {
     ExitCode::Config as u8
 }
 
-/// The backend `run` uses when none is given.
+/// The backend `run` uses when none is given: `apple` on macOS when `container` is
+/// installed, else `netns` on Linux as root, else podman, else docker when installed;
+/// otherwise the platform's own (which then says what it lacks).
 pub fn default_backend() -> Backend {
-    if cfg!(target_os = "linux") {
+    choose_backend(
+        cfg!(target_os = "macos"),
+        cfg!(target_os = "linux"),
+        is_root(),
+        on_path,
+    )
+}
+
+/// [`default_backend`]'s decision, from the facts it looks at.
+pub fn choose_backend(
+    macos: bool,
+    linux: bool,
+    root: bool,
+    installed: impl Fn(&str) -> bool,
+) -> Backend {
+    if macos && installed(crate::apple::CLI) {
+        Backend::Apple
+    } else if linux && root {
+        Backend::Netns
+    } else if installed("podman") {
+        Backend::Podman
+    } else if installed("docker") {
+        Backend::Docker
+    } else if linux {
         Backend::Netns
     } else {
         Backend::Apple
     }
 }
 
+/// The engine to use for `ls`, `rm` and `exec` without `--backend`: the default backend,
+/// or for a container engine, the one that is installed.
+fn default_engine() -> Engine {
+    if on_path("podman") || !on_path("docker") {
+        Engine::Podman
+    } else {
+        Engine::Docker
+    }
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .any(|dir| std::fs::metadata(dir.join(tool)).is_ok_and(|m| m.is_file()))
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn is_root() -> bool {
+    false
+}
+
+fn engine_of(backend: Backend) -> Option<Engine> {
+    match backend {
+        Backend::Podman => Some(Engine::Podman),
+        Backend::Docker => Some(Engine::Docker),
+        _ => None,
+    }
+}
+
 /// `bottleneck run`.
 pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let backend = args.backend.unwrap_or_else(default_backend);
+    let mut resolved = args.clone();
+    resolved.backend = Some(backend);
+    let args = &resolved;
     // The policy and secrets first: the same errors whatever the backend.
     let config = match bottle::prepare(args, |v| std::env::var(v).ok()) {
         Ok(config) => config,
         Err(e) => return config_error(err, &e),
     };
-    let backend = args.backend.unwrap_or_else(default_backend);
-    if args.egress == Egress::Proxy && backend != Backend::Netns {
+    if args.egress == Egress::Proxy && backend == Backend::Apple {
         return config_error(
             err,
             &ConfigError::Unsupported(format!(
@@ -43,13 +107,84 @@ pub fn run(args: &RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     match backend {
         Backend::Netns => run_netns(&config, args.dry_run, out, err),
         Backend::Apple => run_apple(&config, args, out, err),
-        Backend::Podman | Backend::Docker => config_error(
+        Backend::Podman => run_engine(Engine::Podman, &config, args, out, err),
+        Backend::Docker => run_engine(Engine::Docker, &config, args, out, err),
+    }
+}
+
+fn run_engine(
+    engine: Engine,
+    config: &bottle::RunConfig,
+    args: &RunArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let policy = match bottle::load_policy(&config.policy_path) {
+        Ok(p) => p,
+        Err(e) => return config_error(err, &e),
+    };
+    if config.uplink_netns.is_some() {
+        return config_error(
             err,
-            &ConfigError::Unsupported(format!(
-                "the {} backend is not built yet; use --backend netns (Linux, root) or apple (macOS)",
-                format!("{backend:?}").to_lowercase()
-            )),
-        ),
+            &ConfigError::Unsupported(
+                "--uplink-netns is for the netns backend; use --egress-network".into(),
+            ),
+        );
+    }
+    let options = engine::EngineOptions {
+        engine,
+        image: args.image.clone(),
+        gateway_image: args.gateway_image.clone(),
+        gateway_dns: args
+            .gateway_dns
+            .clone()
+            .or_else(|| policy.dns_upstream().first().map(|a| a.ip().to_string())),
+        egress_network: args.egress_network.clone(),
+        tty: std::io::IsTerminal::is_terminal(&std::io::stdin()),
+    };
+    if args.dry_run {
+        let text = engine::dry_run_text(config, &options);
+        return match out.write_all(text.as_bytes()) {
+            Ok(()) => ExitCode::Ok as u8,
+            Err(_) => ExitCode::Failure as u8,
+        };
+    }
+    match engine::run(config, &options, err) {
+        Ok(code) => code,
+        Err(engine::EngineError::Config(e)) => config_error(err, &e),
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            ExitCode::Failure as u8
+        }
+    }
+}
+
+/// `bottleneck exec NAME -- CMD`.
+pub fn exec(args: &ExecArgs, err: &mut dyn Write) -> u8 {
+    if let Err(e) = bottle::check_name(&args.name) {
+        return config_error(err, &e);
+    }
+    let engine = match args.backend {
+        None => default_engine(),
+        Some(b) => match engine_of(b) {
+            Some(e) => e,
+            None => {
+                return config_error(
+                    err,
+                    &ConfigError::Unsupported(format!(
+                        "bottleneck exec supports the podman and docker backends, not {}",
+                        format!("{b:?}").to_lowercase()
+                    )),
+                );
+            }
+        },
+    };
+    match engine::exec(engine, &args.name, &args.command) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            ExitCode::Failure as u8
+        }
     }
 }
 
@@ -194,9 +329,21 @@ pub fn ls(args: &LsArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
                 return ExitCode::Failure as u8;
             }
         },
-        other => {
-            let _ = writeln!(err, "error: no {other:?} backend yet");
-            return ExitCode::Failure as u8;
+        b @ (Backend::Podman | Backend::Docker) => {
+            let engine = engine_of(b).unwrap_or(Engine::Podman);
+            match engine::list(engine) {
+                Ok(bottles) => {
+                    let mut text = format!("{:<12} {}\n", "NAME", "RESOURCES");
+                    for (name, ids) in bottles {
+                        text.push_str(&format!("{name:<12} {}\n", ids.join(" ")));
+                    }
+                    text
+                }
+                Err(e) => {
+                    let _ = writeln!(err, "error: {e}");
+                    return ExitCode::Failure as u8;
+                }
+            }
         }
     };
     match out.write_all(text.as_bytes()) {
@@ -268,9 +415,28 @@ pub fn rm(args: &RmArgs, err: &mut dyn Write) -> u8 {
                 ExitCode::Failure as u8
             }
         },
-        other => {
-            let _ = writeln!(err, "error: no {other:?} backend yet");
-            ExitCode::Failure as u8
+        b @ (Backend::Podman | Backend::Docker) => {
+            let engine = engine_of(b).unwrap_or(Engine::Podman);
+            match engine::remove(engine, args.name.as_deref(), err) {
+                Ok(removed) if removed.is_empty() && args.name.is_some() => {
+                    let _ = writeln!(
+                        err,
+                        "error: no bottle named {}",
+                        args.name.clone().unwrap_or_default()
+                    );
+                    ExitCode::Failure as u8
+                }
+                Ok(removed) => {
+                    for name in removed {
+                        let _ = writeln!(err, "bottleneck: removed {name}");
+                    }
+                    ExitCode::Ok as u8
+                }
+                Err(e) => {
+                    let _ = writeln!(err, "error: {e}");
+                    ExitCode::Failure as u8
+                }
+            }
         }
     }
 }
@@ -388,4 +554,23 @@ pub fn demo(_args: &DemoArgs, _out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         err,
         &ConfigError::Unsupported("the demo needs Linux (network namespaces) and root".into()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_backend_follows_the_issue_order() {
+        let none = |_: &str| false;
+        let all = |_: &str| true;
+        let docker = |t: &str| t == "docker";
+        assert_eq!(choose_backend(true, false, false, all), Backend::Apple);
+        assert_eq!(choose_backend(true, false, false, docker), Backend::Docker);
+        assert_eq!(choose_backend(false, true, true, all), Backend::Netns);
+        assert_eq!(choose_backend(false, true, false, all), Backend::Podman);
+        assert_eq!(choose_backend(false, true, false, docker), Backend::Docker);
+        assert_eq!(choose_backend(false, true, false, none), Backend::Netns);
+        assert_eq!(choose_backend(true, false, false, none), Backend::Apple);
+    }
 }

@@ -10,6 +10,7 @@ pub mod apple;
 pub mod bottle;
 pub mod cli;
 pub mod commands;
+pub mod engine;
 pub mod logs;
 pub mod policy_check;
 
@@ -47,6 +48,7 @@ pub fn run(command: cli::Command, out: &mut dyn Write, err: &mut dyn Write) -> u
         cli::Command::Ls(args) => commands::ls(&args, out, err),
         cli::Command::Rm(args) => commands::rm(&args, err),
         cli::Command::Logs(args) => commands::logs(&args, out, err),
+        cli::Command::Exec(args) => commands::exec(&args, err),
         cli::Command::Ca(cli::CaCommand::Init { dir }) => commands::ca_init(&dir, out, err),
         cli::Command::Demo(args) => commands::demo(&args, out, err),
     }
