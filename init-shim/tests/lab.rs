@@ -1092,18 +1092,19 @@ fn not_pid1_and_read_only_proc_sys() {
     let lab = Lab::new(GatewayMode::Router).expect("lab");
     let fx = Fixture::new(&lab, "rosys");
     // Not PID 1, and /proc/sys read-only as in a Docker container: IPv6 is stripped
-    // through netlink instead of the sysctl, with a warning.
+    // through netlink instead of the sysctl, with a warning. The orphan lives 2 s so a
+    // loaded machine's slow /proc scan still finds it (a 0.3 s orphan was gone in time).
     let out = Run::new(&lab, &fx)
         .not_pid1()
         .before("mount -o bind,ro /proc/sys /proc/sys")
         .run(&sh(
             "echo ==route6==; ip -6 route; echo ==addr6==; ip -6 addr show dev eth0; \
-             echo ==route==; ip route; echo ==orphans==; (sleep 0.3 &); sleep 0.1; \
+             echo ==route==; ip route; echo ==orphans==; (sleep 2 &); sleep 0.2; \
              children() { for f in /proc/[0-9]*/status; do \
                awk -v pp=$PPID -v st=\"$1\" '/^Name:/{n=$2} /^State:/{s=$2} /^PPid:/{p=$2} \
                END{if (p==pp && n==\"sleep\" && (st==\"\" || s==st)) print}' \"$f\" 2>/dev/null; \
              done | wc -l; }; \
-             echo adopted=$(children); sleep 0.6; echo zombies=$(children Z)",
+             echo adopted=$(children); sleep 2.5; echo zombies=$(children Z)",
         ));
     assert!(out.success(), "{out:?}");
     let stderr = out.stderr_str();
