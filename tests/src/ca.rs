@@ -94,7 +94,7 @@ pub enum Fault {
     SelfSigned,
 }
 
-/// Names whose origin certificate is wrong on purpose, and how (see [`SniResolver`]):
+/// Names whose origin certificate is wrong on purpose, and how (the origins choose certificates by SNI):
 /// `wrongcert.test` gets a certificate for other names.
 pub const FAULTY_NAMES: [(&str, Fault); 2] = [
     ("expired.test", Fault::Expired),

@@ -3,7 +3,7 @@
 //! * [`ruleset`]: renders `table inet bottleneck` (redirects of the agent's TCP 80/443,
 //!   `tcp` rule ports and DNS to the local listeners; everything else from the agent
 //!   rejected fast) as one atomic, idempotent nft script.
-//! * [`apply`]: runs that script with `nft -f -`, removes the table, switches forwarding
+//! * [`apply`](mod@apply): runs that script with `nft -f -`, removes the table, switches forwarding
 //!   on, reads the named counters.
 //! * [`sockopt`]: `SO_ORIGINAL_DST` for redirected connections (IPv4, IPv6 and
 //!   IPv4-mapped) and `SO_MARK` for the gateway's own upstream sockets.
