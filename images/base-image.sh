@@ -17,6 +17,11 @@ tarball=$cache/bookworm-minbase.tar
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 packages=curl,ca-certificates,nftables,iproute2,passwd
 
+mkdir -p "$cache"
+# One builder at a time (tests for several engines may start together).
+exec 9>"$cache/.lock"
+flock -w 900 9 || { echo "base-image.sh: $cache/.lock is held for too long" >&2; exit 1; }
+
 if "$engine" image inspect "$tag" >/dev/null 2>&1; then
   echo "base image $tag: cached in $engine" >&2
   echo "$tag"

@@ -59,6 +59,13 @@ const READY_LINE: &str = "bottleneck-gateway ready";
 const GW_CONFIG: &str = "/etc/bottleneck";
 const GW_CA: &str = "/var/lib/bottleneck/ca";
 const GW_AUDIT: &str = "/var/log/bottleneck/audit.jsonl";
+/// Namespaced settings the agent container is created with.
+pub const AGENT_SYSCTLS: &[&str] = &[
+    "net.ipv4.conf.all.accept_redirects=0",
+    "net.ipv4.conf.default.accept_redirects=0",
+    "net.ipv6.conf.all.disable_ipv6=1",
+    "net.ipv6.conf.default.disable_ipv6=1",
+];
 /// Where the agent container sees the CA certificate.
 const AGENT_CA: &str = "/etc/bottleneck-ca";
 
@@ -512,6 +519,11 @@ pub fn agent_run(
         "--dns".into(),
         gateway_ip.into(),
     ]);
+    // What the shim would set but cannot where /proc/sys is read-only (as in both
+    // engines): no ICMP redirects, no IPv6 on the agent's interfaces.
+    for sysctl in AGENT_SYSCTLS {
+        args.extend(["--sysctl".into(), (*sysctl).to_owned()]);
+    }
     let mut fixed = vec![
         ("BOTTLENECK_GATEWAY".to_owned(), gateway_ip.to_owned()),
         ("BOTTLENECK_CA_FILE".into(), format!("{AGENT_CA}/ca.pem")),
@@ -1348,6 +1360,8 @@ mod tests {
             text,
             "run --name bn-b1-agent --label bottleneck.bottle=b1 --label bottleneck.role=agent \
              --label bottleneck.user=node --network bn-b1-agentnet --cap-add NET_ADMIN --dns 198.18.9.2 \
+             --sysctl net.ipv4.conf.all.accept_redirects=0 --sysctl net.ipv4.conf.default.accept_redirects=0 \
+             --sysctl net.ipv6.conf.all.disable_ipv6=1 --sysctl net.ipv6.conf.default.disable_ipv6=1 \
              -e BOTTLENECK_GATEWAY=198.18.9.2 -e BOTTLENECK_CA_FILE=/etc/bottleneck-ca/ca.pem \
              -e BOTTLENECK_USER=node -e FOO -v /s/b1/agent-ca:/etc/bottleneck-ca:ro -i agent:1 sh -c curl x"
         );
