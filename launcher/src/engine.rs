@@ -1384,6 +1384,32 @@ mod tests {
     }
 
     #[test]
+    fn the_dry_run_shows_every_command_in_order() {
+        let text = dry_run_text(&config(false), &options());
+        let commands: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("podman "))
+            .map(|l| l.split_whitespace().nth(1).unwrap_or(""))
+            .collect();
+        assert_eq!(
+            commands,
+            [
+                "version", "network", "network", "create", "network", "start", "logs", "inspect",
+                "run"
+            ]
+        );
+        assert!(text.contains("network create --internal --subnet 198."));
+        assert!(text.contains("-e API_KEY "));
+        assert!(!text.contains("s3cret"));
+        assert!(text.contains("# teardown: podman stop -t 5 / rm -f bn-b1-agent bn-b1-gw"));
+        let mut existing = options();
+        existing.egress_network = Some("wan".into());
+        let text = dry_run_text(&config(false), &existing);
+        assert!(text.contains("--network wan "));
+        assert!(!text.contains("bn-b1-egress"));
+    }
+
+    #[test]
     fn exec_goes_through_the_shim() {
         assert_eq!(
             exec_args("bn-b1-agent", "node", false, &["id".into()]).join(" "),

@@ -283,8 +283,45 @@ fn bind_in(pid: u32, ip: Ipv4Addr) -> (UdpSocket, TcpListener, TcpListener) {
     .unwrap()
 }
 
+/// Removes test containers and networks whose test process is gone (a SIGKILLed run):
+/// their subnets would block the next run's.
+fn sweep_stale(eng: &Eng) {
+    let alive = |label: &str| {
+        label
+            .trim()
+            .parse::<u32>()
+            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    };
+    let ids = eng.ok(&["ps", "-a", "-q", "--filter", "label=bottleneck.test"]);
+    for id in ids.split_whitespace() {
+        let label = eng.ok(&[
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"bottleneck.test\"}}",
+            id,
+        ]);
+        if !alive(&label) {
+            let _ = eng.run(&["rm", "-f", id]);
+        }
+    }
+    let nets = eng.ok(&["network", "ls", "-q", "--filter", "label=bottleneck.test"]);
+    for id in nets.split_whitespace() {
+        let label = eng.ok(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{index .Labels \"bottleneck.test\"}}",
+            id,
+        ]);
+        if !alive(&label) {
+            let _ = eng.run(&["network", "rm", id]);
+        }
+    }
+}
+
 impl Wan {
     fn start(eng: &Eng, images: &Images) -> Wan {
+        sweep_stale(eng);
         let pid = std::process::id();
         let network = format!("bn-test-wan-{pid}");
         let container = format!("bn-test-wan-{pid}");
