@@ -28,7 +28,7 @@ pub enum Command {
     Rm(RmArgs),
     /// Show a bottle's audit log as a table.
     Logs(LogsArgs),
-    /// Run a command in a running bottle's agent (podman, docker) through
+    /// Run a command in a running bottle's agent (netns, podman, docker) through
     /// `bottleneck-init --drop-only`: as the agent's user, with no capabilities.
     Exec(ExecArgs),
     /// Work with bottle CAs.
@@ -171,7 +171,8 @@ pub struct RmArgs {
 pub struct ExecArgs {
     /// The bottle.
     pub name: String,
-    /// The backend (default: podman if installed, else docker).
+    /// The backend (default: netns if a netns bottle of that name runs, else podman if
+    /// installed, else docker).
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
     /// The command and its arguments.

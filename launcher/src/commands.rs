@@ -164,20 +164,31 @@ pub fn exec(args: &ExecArgs, err: &mut dyn Write) -> u8 {
     if let Err(e) = bottle::check_name(&args.name) {
         return config_error(err, &e);
     }
-    let engine = match args.backend {
-        None => default_engine(),
-        Some(b) => match engine_of(b) {
-            Some(e) => e,
-            None => {
-                return config_error(
-                    err,
-                    &ConfigError::Unsupported(format!(
-                        "bottleneck exec supports the podman and docker backends, not {}",
-                        format!("{b:?}").to_lowercase()
-                    )),
-                );
+    let backend = args.backend.unwrap_or_else(|| {
+        // A running netns bottle of that name wins; else the installed engine.
+        if cfg!(target_os = "linux")
+            && Path::new("/run/netns")
+                .join(bottle::Names::new(&args.name).agent_ns)
+                .exists()
+        {
+            Backend::Netns
+        } else {
+            match default_engine() {
+                Engine::Podman => Backend::Podman,
+                Engine::Docker => Backend::Docker,
             }
-        },
+        }
+    });
+    if backend == Backend::Netns {
+        return exec_netns(args, err);
+    }
+    let Some(engine) = engine_of(backend) else {
+        return config_error(
+            err,
+            &ConfigError::Unsupported(
+                "bottleneck exec supports the netns, podman and docker backends, not apple".into(),
+            ),
+        );
     };
     match engine::exec(engine, &args.name, &args.command) {
         Ok(code) => code,
@@ -268,6 +279,25 @@ fn run_apple(
             ExitCode::Failure as u8
         }
     }
+}
+
+#[cfg(target_os = "linux")]
+fn exec_netns(args: &ExecArgs, err: &mut dyn Write) -> u8 {
+    match crate::netns::exec::exec(&args.name, &args.command) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            ExitCode::Failure as u8
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exec_netns(_args: &ExecArgs, err: &mut dyn Write) -> u8 {
+    config_error(
+        err,
+        &ConfigError::Unsupported("the netns backend needs Linux".into()),
+    )
 }
 
 #[cfg(target_os = "linux")]

@@ -513,6 +513,74 @@ fn sigint_mid_run_stops_the_agent_and_removes_everything() {
 }
 
 #[test]
+fn exec_runs_in_the_agent_without_any_capability() {
+    if !require_root("exec_runs_in_the_agent_without_any_capability") {
+        return;
+    }
+    helpers_built();
+    let lab = Lab::new(GatewayMode::Bare).unwrap();
+    let name = bottle_name("exe");
+    let policy_path = lab.dir().join("policy.yaml");
+    fs::write(&policy_path, policy("LAB_API_KEY")).unwrap();
+    let sync = sync_dir(&lab);
+    let ready = sync.join("ready");
+    let script = format!("touch {}; sleep 120", ready.display());
+    let mut launch = Launch::spawn(
+        &run_args(&name, &policy_path, &lab, &["sh", "-c", &script]),
+        &[("LAB_API_KEY", "x")],
+        &name,
+    );
+    wait_for_file(&ready, &mut launch, Duration::from_secs(60));
+    let probe = "id -un; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; \
+                 grep nameserver /etc/resolv.conf; echo pid1=$(cat /proc/1/comm); \
+                 ip link set lo down 2>/dev/null && echo CHANGED || echo refused; \
+                 echo ca=$SSL_CERT_FILE; exit 7";
+    let out = Command::new(BIN)
+        .args(["exec", &name, "--", "sh", "-c", probe])
+        .env("LAB_API_KEY", "x")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{text}\n{err}");
+    assert!(text.starts_with("node\n"), "{text}");
+    assert!(text.contains("CapEff:\t0000000000000000"), "{text}");
+    assert!(text.contains("CapBnd:\t0000000000000000"), "{text}");
+    assert!(text.contains("NoNewPrivs:\t1"), "{text}");
+    assert!(
+        text.contains("nameserver 198.18.0.1"),
+        "the bottle's resolv.conf: {text}"
+    );
+    assert!(
+        text.contains("pid1=bottleneck-init"),
+        "the agent's PID namespace: {text}"
+    );
+    assert!(text.contains("refused"), "{text}");
+    assert!(
+        text.contains("ca=") && text.contains("ca-bundle.crt"),
+        "{text}"
+    );
+    assert!(!text.contains("LAB_API_KEY"), "{text}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(launch.pid()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let (_, _, err) = launch.wait(Duration::from_secs(30));
+    assert!(err.contains("bottleneck: cleanup"), "{err}");
+    let missing = Command::new(BIN)
+        .args(["exec", "--backend", "netns", &name, "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("no running bottle"),
+        "{missing:?}"
+    );
+}
+
+#[test]
 fn a_gateway_that_fails_to_start_is_reported_and_everything_is_removed() {
     if !require_root("a_gateway_that_fails_to_start_is_reported_and_everything_is_removed") {
         return;

@@ -15,6 +15,7 @@
 //! agent, and on the agent's exit, a signal or a failure half-way removes everything
 //! through [`teardown::teardown`], the same code `bottleneck rm` uses.
 
+pub mod exec;
 pub mod files;
 pub mod plan;
 pub mod sys;
