@@ -11,9 +11,10 @@
 //! the hidden `--egress-network`.
 //!
 //! Per engine: the allowed/denied matrix with `--egress=transparent` and `--egress=proxy`,
-//! the secret injected by the gateway and absent from the agent, `bottleneck exec`
-//! running without capabilities, SIGINT mid-run, and nothing left behind (containers,
-//! networks, state). podman must run in CI (installed by .ci/run); docker runs where
+//! the secret injected by the gateway and absent from the agent, from every process's
+//! command line and from the audit log, `bottleneck exec` running without capabilities,
+//! SIGINT mid-run, a failure half-way, and nothing left behind (containers, networks,
+//! state). podman must run in CI (installed by .ci/run); docker runs where
 //! `docker info` succeeds, and the output says when either was skipped and why.
 //!
 //! Needs `bottleneck-gateway` and `bottleneck-init` built next to `bottleneck`
@@ -740,7 +741,19 @@ fn exec_and_sigint(eng: &Eng, images: &Images, wan: &Wan) {
         assert!(Instant::now() < deadline, "the agent did not start");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let probe = "id -u; grep ^CapEff /proc/self/status; ip link set lo down && echo ROUTE-CHANGED || echo refused";
+    // Secrets: on no command line of any process while the bottle runs.
+    let secret = secret_value();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = fs::read(entry.path().join("cmdline")) {
+            assert!(
+                !String::from_utf8_lossy(&cmdline).contains(&secret),
+                "the secret is on the command line of pid {:?}",
+                entry.file_name()
+            );
+        }
+    }
+    let probe = "id -u; grep ^CapEff /proc/self/status; ip link set lo down && echo ROUTE-CHANGED || echo refused; \
+                 curl -sS -m 10 -o /dev/null -w 'curl=%{http_code}\\n' https://allowed.test/audited";
     let out = bottleneck(eng)
         .args([
             "exec",
@@ -766,6 +779,14 @@ fn exec_and_sigint(eng: &Eng, images: &Images, wan: &Wan) {
         text.contains("refused"),
         "exec cannot change the network: {text}"
     );
+    assert!(
+        text.contains("curl=200"),
+        "exec's traffic goes through the gateway: {text}"
+    );
+    // The audit log (where `bottleneck logs` reads it) has the request, never the secret.
+    let audit = fs::read_to_string(format!("/run/bottleneck/{name}/audit.jsonl")).unwrap();
+    assert!(audit.contains("/audited"), "{audit}");
+    assert!(!audit.contains(&secret), "the secret is in the audit log");
     let raw = eng.ok(&["exec", &agent, "grep", "^CapEff", "/proc/self/status"]);
     println!(
         "{}: bottleneck exec: uid 1000, CapEff 0, `ip link set` refused; a raw `{} exec` has {raw} (why bottleneck exec exists)",
@@ -787,6 +808,36 @@ fn exec_and_sigint(eng: &Eng, images: &Images, wan: &Wan) {
         "{}: SIGINT mid-run: exit 130, everything removed ({} ms)",
         eng.program,
         started.elapsed().as_millis()
+    );
+}
+
+/// A gateway image that does not exist: the run fails after the networks were created and
+/// removes them again.
+fn failure_half_way(eng: &Eng, images: &Images, wan: &Wan) {
+    let name = format!("tf{:x}", std::process::id() % 0xffff);
+    let policy = policy(eng, &wan.dir);
+    let mut args = run_args(eng, images, wan, &policy, &name, "transparent");
+    let gw = args.iter().position(|a| a == "--gateway-image").unwrap();
+    args[gw + 1] = "localhost/bn-test-missing:none".into();
+    args.extend(["--".into(), "true".into()]);
+    let child = bottleneck(eng)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, _, stderr) = wait_with_timeout(child, RUN_TIMEOUT);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("bottleneck: networks"), "{stderr}");
+    assert!(
+        stderr.contains("containers, networks, state removed"),
+        "{stderr}"
+    );
+    assert_eq!(leftovers(eng, &name), Vec::<String>::new(), "{stderr}");
+    println!(
+        "{}: a gateway that cannot be created: exit 1 after the networks, everything removed",
+        eng.program
     );
 }
 
@@ -842,6 +893,7 @@ fn podman_backend_end_to_end() {
     matrix(&eng, &images, &wan, "transparent", "pt");
     matrix(&eng, &images, &wan, "proxy", "pp");
     exec_and_sigint(&eng, &images, &wan);
+    failure_half_way(&eng, &images, &wan);
 }
 
 fn docker_user_chain() -> String {
@@ -871,6 +923,7 @@ fn docker_backend_end_to_end() {
     matrix(&eng, &images, &wan, "transparent", "dt");
     matrix(&eng, &images, &wan, "proxy", "dp");
     exec_and_sigint(&eng, &images, &wan);
+    failure_half_way(&eng, &images, &wan);
     assert_eq!(docker_user_chain(), chain, "DOCKER-USER restored");
     if bottleneck::engine::docker_drops_bridged_routes() {
         println!(
