@@ -10,7 +10,7 @@ engine=${1:-podman}
 spike=transparent
 . "$(dirname "$0")/../common.sh"
 images_cleanup() { $engine rmi -f bn-spike-agent:latest bn-spike-gateway:latest >/dev/null 2>&1 || true; }
-trap 'spike_exit; images_cleanup; rm -rf "${work:-/nonexistent}"' EXIT
+trap 'images_cleanup; spike_exit; rm -rf "${work:-/nonexistent}"' EXIT
 spike_cleanup
 build_wan
 (cd "$repo" && cargo build -q -p bottleneck -p bottleneck-gateway -p bottleneck-init)
