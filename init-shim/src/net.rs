@@ -748,7 +748,12 @@ impl Netlink {
     /// removes every IPv6 default route.
     fn disable_v6(&self, iface: &Interface, applied: &mut Applied) -> Result<(), NetError> {
         let path = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", iface.name);
-        match std::fs::write(&path, "1") {
+        let written = if sysctl_is(&path, "1") {
+            Ok(())
+        } else {
+            std::fs::write(&path, "1")
+        };
+        match written {
             Ok(()) => {}
             // No IPv6 in this kernel or namespace: nothing can leave by IPv6.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -857,9 +862,19 @@ impl Netlink {
     }
 }
 
-/// Writes `/proc/sys/net/<path>`; a failure becomes a warning.
+/// Whether the sysctl file at `path` already holds `value` (a container engine may have
+/// set it, with /proc/sys then mounted read-only).
+fn sysctl_is(path: &str, value: &str) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|current| current.trim() == value)
+}
+
+/// Writes `/proc/sys/net/<path>` unless it already holds `value`; a failure becomes a
+/// warning.
 fn best_effort_sysctl(path: &str, value: &str, applied: &mut Applied) {
     let full = format!("/proc/sys/net/{path}");
+    if sysctl_is(&full, value) {
+        return;
+    }
     match std::fs::write(&full, value) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -1130,6 +1130,35 @@ fn not_pid1_and_read_only_proc_sys() {
     machine.assert_unchanged();
 }
 
+#[test]
+fn values_already_set_behind_a_read_only_proc_sys_give_no_warning() {
+    if !require_root("values_already_set_behind_a_read_only_proc_sys_give_no_warning") {
+        return;
+    }
+    let machine = MachineFiles::take();
+    let lab = Lab::new(GatewayMode::Router).expect("lab");
+    let fx = Fixture::new(&lab, "preset");
+    // What a container engine started with the right sysctls looks like to the shim.
+    let out = Run::new(&lab, &fx)
+        .not_pid1()
+        .before(
+            "for f in ipv4/conf/all/accept_redirects ipv4/conf/eth0/accept_redirects; do \
+               echo 0 > /proc/sys/net/$f; done; \
+             echo 1 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6; \
+             mount -o bind,ro /proc/sys /proc/sys",
+        )
+        .run(&sh("ip route"));
+    assert!(out.success(), "{out:?}");
+    let stderr = out.stderr_str();
+    assert!(!stderr.contains("cannot write"), "{stderr}");
+    assert!(
+        out.stdout_str().contains("default via 198.18.0.1 dev eth0"),
+        "{out:?}"
+    );
+    drop(lab);
+    machine.assert_unchanged();
+}
+
 /// The ELF program header types of a binary.
 fn program_header_types(elf: &[u8]) -> Vec<u32> {
     assert_eq!(&elf[..4], b"\x7fELF");
