@@ -31,8 +31,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::audit::Record;
-use crate::listen::{HEADER_TIMEOUT, HELLO_TIMEOUT, Listeners, MAX_HEAD_BYTES, elapsed_ms};
-use crate::proxy::{Body, ConnInfo, Proxy, Refusal, rescue};
+use crate::listen::{HEADER_TIMEOUT, HELLO_TIMEOUT, Listeners, elapsed_ms};
+use crate::proxy::{Body, ConnInfo, MAX_HEAD_BYTES, Proxy, Refusal, rescue};
 use crate::rewind::Rewind;
 use crate::tls::client_hello::read_client_hello;
 
@@ -77,6 +77,7 @@ impl Listeners {
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT)
             .max_buf_size(MAX_HEAD_BYTES)
+            .max_header_size(MAX_HEAD_BYTES)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades()
             .await;

@@ -17,7 +17,7 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use crate::audit::Record;
 use crate::firewall::sockopt::original_dst;
-use crate::proxy::{ConnInfo, Proxy, Refusal};
+use crate::proxy::{ConnInfo, MAX_HEAD_BYTES, Proxy, Refusal};
 use crate::splice::splice;
 use crate::tls::client_hello::peek_client_hello;
 use crate::tls::mint::LeafCache;
@@ -29,8 +29,7 @@ pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request head.
 pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// The largest request head accepted.
-pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// The most header fields in one request head.
 const MAX_HEADERS: usize = 128;
 /// A passthrough splice with no traffic either way for this long is closed.

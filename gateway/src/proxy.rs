@@ -258,6 +258,19 @@ impl Proxy {
         bytes_up: &Arc<AtomicU64>,
     ) -> Result<Response<Body>, Refusal> {
         let kind = conn.kind();
+        // hyper's h1 read buffer limit is soft (one large read can carry a whole oversized
+        // head past it), so the bound is enforced here, the same for every path.
+        let head = head_size(&req);
+        if head > MAX_HEAD_BYTES {
+            return Err(Refusal {
+                status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                code: "head_too_large",
+                host: conn.sni.clone().unwrap_or_default(),
+                message: format!(
+                    "the request head is {head} bytes; the gateway accepts at most {MAX_HEAD_BYTES}"
+                ),
+            });
+        }
         let authority = request_authority(&req).map_err(|message| Refusal {
             status: StatusCode::BAD_REQUEST,
             code: "bad_authority",
@@ -630,6 +643,18 @@ impl Drop for AuditedBody {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// The largest request head accepted (request line and header fields), on every path.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// The size of a request head as it would be sent in HTTP/1.1: the request line and each
+/// `name: value` line.
+fn head_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    req.headers().iter().fold(line, |sum, (name, value)| {
+        sum + name.as_str().len() + value.len() + 4
+    })
 }
 
 /// The authority a request names: the URI's (absolute-form, or h2 `:authority`) and the

@@ -821,3 +821,27 @@ fn an_agent_socket_carrying_the_upstream_mark_is_still_redirected() {
     assert_eq!(lab.https().connections(), 0);
     assert_eq!(counters(&lab).redirected_tls.packets, 1);
 }
+
+#[test]
+fn the_agent_cannot_dial_the_transparent_listeners_directly() {
+    if !bottleneck_lab::require_root("the_agent_cannot_dial_the_transparent_listeners_directly") {
+        return;
+    }
+    let lab = lab_with_firewall();
+    let gateway = IpAddr::V4(bottleneck_lab::addr::GATEWAY_AGENT_V4);
+    let listeners: Vec<TcpListener> = [HTTP_LISTENER, TLS_LISTENER, RELAY_LISTENER, PROXY_LISTENER]
+        .iter()
+        .map(|port| listen(&lab, Host::Gateway, sa(Ipv6Addr::UNSPECIFIED, *port)))
+        .collect();
+    // Only redirected connections reach the transparent listeners...
+    for port in [HTTP_LISTENER, TLS_LISTENER, RELAY_LISTENER, DNS_LISTENER] {
+        assert_tcp_reset(&lab, sa(gateway, port));
+    }
+    for listener in &listeners[..3] {
+        assert_nothing_pending(listener);
+    }
+    // ...while the explicit proxy is the one listener the agent addresses itself.
+    let (proxy, _) = connect_from(&lab, Host::Agent, sa(gateway, PROXY_LISTENER));
+    assert!(proxy.is_ok(), "{proxy:?}");
+    accept(&listeners[3], PROBE_TIMEOUT);
+}

@@ -743,3 +743,65 @@ fn the_gateway_sends_no_icmp_redirects_to_the_agent() {
         assert_eq!(read(&bottle.lab, path), "0", "{path}");
     }
 }
+
+/// A keep-alive h1 connection: a second request naming another host gets 421 on the same
+/// connection (found hanging by the conformance matrix), and reaches no one.
+#[test]
+fn a_second_request_for_another_host_on_a_kept_alive_connection_gets_421() {
+    if !bottleneck_lab::require_root(
+        "a_second_request_for_another_host_on_a_kept_alive_connection_gets_421",
+    ) {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    let out = bottle.curl(&[
+        "--http1.1",
+        "--resolve",
+        &resolve("allowed.test"),
+        "https://allowed.test/echo",
+        "--next",
+        "--http1.1",
+        "--cacert",
+        &bottle.ca_pem.display().to_string(),
+        "--resolve",
+        &resolve("allowed.test"),
+        "-H",
+        "Host: other.allowed.test",
+        "-w",
+        "\n%{http_code} %{num_connects}",
+        "https://allowed.test/echo",
+    ]);
+    let text = out.stdout_str();
+    assert!(
+        text.ends_with("421 0"),
+        "expected 421 on the reused connection: {out:?}"
+    );
+    let hosts: Vec<_> = bottle
+        .lab
+        .https()
+        .log()
+        .into_iter()
+        .filter_map(|r| r.sni)
+        .collect();
+    assert_eq!(hosts, vec!["allowed.test".to_string()]);
+}
+
+#[test]
+fn an_oversized_request_head_gets_431_on_the_transparent_path() {
+    if !bottleneck_lab::require_root("an_oversized_request_head_gets_431_on_the_transparent_path") {
+        return;
+    }
+    let bottle = Bottle::start(POLICY);
+    let header_file = bottle.lab.dir().join("big-header.txt");
+    std::fs::write(&header_file, format!("X-Big: {}\n", "a".repeat(100 * 1024))).unwrap();
+    let header_arg = format!("@{}", header_file.display());
+    for url in ["http://http.test/echo", "https://allowed.test/echo"] {
+        let out = bottle.curl(&["--http1.1", "-H", &header_arg, url]);
+        assert!(out.stdout_str().ends_with("431 1.1"), "{url}: {out:?}");
+    }
+    // Over h2 the header list limit makes hyper refuse the stream itself.
+    let out = bottle.curl(&["--http2", "-H", &header_arg, "https://allowed.test/echo"]);
+    assert!(!out.stdout_str().contains("200"), "{out:?}");
+    assert_eq!(bottle.lab.http().requests(), 0);
+    assert_eq!(bottle.lab.https().requests(), 0);
+}

@@ -187,3 +187,26 @@ fn connect_to_a_tcp_rule_port_is_spliced() {
     );
     assert_eq!(bottle.lab.echo().tcp_connections(), 1);
 }
+
+/// Regression: the explicit proxy forwarded a 100 KB request head that the transparent
+/// listeners refuse with 431 (found by the conformance matrix, row 15).
+#[test]
+fn an_oversized_request_head_is_refused_by_the_explicit_proxy_too() {
+    if !bottleneck_lab::require_root(
+        "an_oversized_request_head_is_refused_by_the_explicit_proxy_too",
+    ) {
+        return;
+    }
+    let bottle = start();
+    let header_file = bottle.lab.dir().join("big-header.txt");
+    std::fs::write(&header_file, format!("X-Big: {}\n", "a".repeat(100 * 1024))).unwrap();
+    let before = bottle.lab.http().requests();
+    let header_arg = format!("@{}", header_file.display());
+    let (status, _, stderr) = via_proxy(&bottle, &["-H", &header_arg, "http://http.test/echo"]);
+    assert_eq!(status, 431, "{stderr}");
+    assert_eq!(
+        bottle.lab.http().requests(),
+        before,
+        "the oversized head reached the origin"
+    );
+}

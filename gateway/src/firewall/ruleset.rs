@@ -269,9 +269,26 @@ pub fn render(cfg: &FirewallConfig) -> Result<String, FirewallError> {
     // business.
     line(&format!("\t\tiifname != \"{}\" accept", cfg.agent_iface));
     line("\t\tct state established,related accept");
-    // After `redirect`, input sees the rewritten (listener) port.
-    line(&format!("\t\ttcp dport {} accept", port_set(&listeners)));
-    line(&format!("\t\tudp dport {} accept", cfg.dns_port));
+    // After `redirect`, input sees the rewritten (listener) port. Only redirected
+    // connections may reach the transparent listeners (`ct status dnat`): an agent that
+    // dials 15080 directly is rejected like any other port. The explicit proxy is the one
+    // listener the agent addresses itself.
+    let redirected: Vec<u16> = listeners
+        .iter()
+        .copied()
+        .filter(|p| Some(*p) != cfg.proxy_port)
+        .collect();
+    line(&format!(
+        "\t\ttcp dport {} ct status dnat accept",
+        port_set(&redirected)
+    ));
+    line(&format!(
+        "\t\tudp dport {} ct status dnat accept",
+        cfg.dns_port
+    ));
+    if let Some(port) = cfg.proxy_port {
+        line(&format!("\t\ttcp dport {port} accept"));
+    }
     // Neighbour discovery is what IPv6 needs to reach the gateway at all; ping is
     // harmless and helps diagnosis. Router solicitations and multicast listener reports
     // are link-local chatter every IPv6 host sends when its interface comes up; they
@@ -392,8 +409,9 @@ mod tests {
             "iifname \"eth1\" counter name \"forward_rejected_other\" reject with icmpx admin-prohibited",
             "iifname != \"eth1\" accept",
             "ct state established,related accept",
-            "tcp dport { 8080, 8443, 8022, 5353, 3128 } accept",
-            "udp dport 5353 accept",
+            "tcp dport { 8080, 8443, 8022, 5353 } ct status dnat accept",
+            "udp dport 5353 ct status dnat accept",
+            "tcp dport 3128 accept",
             "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, echo-request, mld-listener-report, mld2-listener-report } accept",
             "meta l4proto tcp counter name \"input_rejected_tcp\" reject with tcp reset",
             "counter name \"input_rejected_other\" reject with icmpx admin-prohibited",
@@ -421,9 +439,10 @@ mod tests {
         let script = render(&cfg).unwrap();
         assert!(!script.contains("redirected_tcp\" redirect"), "{script}");
         assert!(
-            script.contains("tcp dport { 8080, 8443, 8022, 5353 } accept"),
+            script.contains("tcp dport { 8080, 8443, 8022, 5353 } ct status dnat accept"),
             "{script}"
         );
+        assert!(!script.contains("3128"), "{script}");
     }
 
     #[test]
