@@ -93,7 +93,7 @@ impl Listeners {
         permit: Arc<OwnedSemaphorePermit>,
     ) -> Response<Body> {
         if req.method() == Method::CONNECT {
-            return self.connect(client, req, permit);
+            return self.connect(client, req, permit).await;
         }
         let refusal = |code, message: &str| {
             rescue(&Refusal {
@@ -131,8 +131,9 @@ impl Listeners {
         }
     }
 
-    /// Decide a CONNECT and, if allowed, answer 200 and continue on the upgraded stream.
-    fn connect(
+    /// Decide a CONNECT and, if allowed, dial (for a splice) and answer 200 only once
+    /// the upstream is connected, then continue on the upgraded stream.
+    async fn connect(
         self: Arc<Self>,
         client: SocketAddr,
         req: Request<Incoming>,
@@ -212,6 +213,25 @@ impl Listeners {
             Some(TlsMode::Passthrough) => Tunnel::SpliceTls,
             _ => Tunnel::Intercept,
         };
+        // A splice dials first: a refused or unreachable upstream is a 502 saying why,
+        // not a 200 followed by a reset.
+        let upstream = match tunnel {
+            Tunnel::Intercept => None,
+            Tunnel::SpliceTls | Tunnel::SpliceTcp => {
+                match self.upstream.connect_tcp(&name, port).await {
+                    Ok(connected) => Some(connected),
+                    Err(e) => {
+                        let refusal = Refusal {
+                            status: StatusCode::BAD_GATEWAY,
+                            code: "upstream_failed",
+                            host: name.clone(),
+                            message: format!("the upstream could not be reached: {e}"),
+                        };
+                        return self.refuse_connect(record, started, refusal);
+                    }
+                }
+            }
+        };
         let upgrade = hyper::upgrade::on(req);
         tokio::spawn(async move {
             let _permit = permit;
@@ -222,8 +242,11 @@ impl Listeners {
                     return;
                 }
             };
-            if matches!(tunnel, Tunnel::SpliceTcp) {
-                self.splice(upgraded, &[], &name, port, record, started)
+            let mut upstream = upstream;
+            if matches!(tunnel, Tunnel::SpliceTcp)
+                && let Some((upstream, addr)) = upstream.take()
+            {
+                self.splice_to(upgraded, &[], upstream, addr, record, started)
                     .await;
                 return;
             }
@@ -246,8 +269,8 @@ impl Listeners {
                 return;
             }
             record.sni = Some(name.clone());
-            if matches!(tunnel, Tunnel::SpliceTls) {
-                self.splice(upgraded, &prefix, &name, port, record, started)
+            if let Some((upstream, addr)) = upstream {
+                self.splice_to(upgraded, &prefix, upstream, addr, record, started)
                     .await;
                 return;
             }

@@ -164,7 +164,8 @@ impl Listeners {
             .route
             .is_some_and(|r| r.tls() == TlsMode::Passthrough);
         if decision.is_allowed() && passthrough {
-            self.splice(stream, &[], &name, original.port(), record, started)
+            record.reason = decision.code.as_str();
+            self.splice(stream, &name, original.port(), record, started)
                 .await;
             return;
         }
@@ -277,12 +278,10 @@ impl Listeners {
         }
     }
 
-    /// Connect to a vetted address of `name`, send `prefix` (bytes already read from the
-    /// agent), then splice both ways; one audit line at the end.
+    /// Connect to a vetted address of `name`, then splice (one audit line at the end).
     pub(crate) async fn splice<S>(
         &self,
-        mut stream: S,
-        prefix: &[u8],
+        stream: S,
         name: &str,
         port: u16,
         mut record: Record,
@@ -290,36 +289,46 @@ impl Listeners {
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let connected = match self.upstream.connect_tcp(name, port).await {
-            Ok((mut upstream, addr)) => {
-                let sent = tokio::io::AsyncWriteExt::write_all(&mut upstream, prefix).await;
-                sent.map(|()| (upstream, addr)).map_err(|source| {
-                    crate::upstream::UpstreamError::Connect {
-                        host: name.to_owned(),
-                        addr,
-                        source,
-                    }
-                })
+        match self.upstream.connect_tcp(name, port).await {
+            Ok((upstream, addr)) => {
+                self.splice_to(stream, &[], upstream, addr, record, started)
+                    .await;
             }
-            Err(e) => Err(e),
-        };
-        match connected {
-            Ok((mut upstream, addr)) => {
-                record.decision = "allow";
-                record.reason = "allowed";
-                record.upstream = Some(addr);
+            Err(e) => {
+                tracing::info!(error = %e, host = %name, "splice upstream failed");
+                record.decision = "deny";
+                record.reason = "upstream_failed";
+                record.duration_ms = elapsed_ms(started);
+                self.proxy.audit().write(record);
+            }
+        }
+    }
+
+    /// Send `prefix` (bytes already read from the agent) to the connected `upstream`,
+    /// then splice both ways; one audit line at the end.
+    pub(crate) async fn splice_to<S>(
+        &self,
+        mut stream: S,
+        prefix: &[u8],
+        mut upstream: TcpStream,
+        addr: SocketAddr,
+        mut record: Record,
+        started: Instant,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        record.decision = "allow";
+        record.upstream = Some(addr);
+        match tokio::io::AsyncWriteExt::write_all(&mut upstream, prefix).await {
+            Ok(()) => {
                 let (moved, error) = splice(&mut stream, &mut upstream, PASSTHROUGH_IDLE).await;
                 if let Some(e) = error {
-                    tracing::debug!(error = %e, "passthrough ended with an error");
+                    tracing::debug!(error = %e, "splice ended with an error");
                 }
                 record.bytes_up = moved.up + prefix.len() as u64;
                 record.bytes_down = moved.down;
             }
-            Err(e) => {
-                record.decision = "deny";
-                record.reason = "upstream_failed";
-                tracing::info!(error = %e, host = %name, "passthrough upstream failed");
-            }
+            Err(e) => tracing::debug!(error = %e, "splice upstream closed at once"),
         }
         record.duration_ms = elapsed_ms(started);
         self.proxy.audit().write(record);

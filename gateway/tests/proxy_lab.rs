@@ -23,6 +23,8 @@ routes:
   - host: http.test
   - host: echo.test
     tcp: [7]
+  - host: private.test
+    tcp: [7]
 dns:
   upstream: [198.51.100.53]
 allow_ranges: [198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32]
@@ -209,4 +211,35 @@ fn an_oversized_request_head_is_refused_by_the_explicit_proxy_too() {
         before,
         "the oversized head reached the origin"
     );
+}
+
+/// Regression (found by the conformance matrix): a CONNECT to a `tcp` port of a name that
+/// resolves only to an address the gateway may not dial got 200 and then a reset; it now
+/// gets a 502 naming the refused address, before any tunnel exists.
+#[test]
+fn connect_to_a_name_with_only_refused_addresses_gets_502_not_a_tunnel() {
+    if !bottleneck_lab::require_root(
+        "connect_to_a_name_with_only_refused_addresses_gets_502_not_a_tunnel",
+    ) {
+        return;
+    }
+    let bottle = start();
+    let out = bottle
+        .lab
+        .exec(
+            Host::Agent,
+            &[
+                "python3",
+                "-c",
+                &connect_script("private.test:7", "print(s.recv(2000).decode())"),
+            ],
+        )
+        .unwrap();
+    let text = out.stdout_str();
+    assert!(text.starts_with("HTTP/1.1 502"), "{out:?}");
+    assert!(
+        text.contains("10.0.0.1"),
+        "the refused address is not named: {text}"
+    );
+    assert_eq!(bottle.lab.echo().tcp_connections(), 0);
 }
