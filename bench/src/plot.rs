@@ -97,7 +97,7 @@ pub fn draw(results: &Results, path: &Path) -> Result<()> {
     let root = BitMapBackend::new(path, (1400, 900)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let title = format!(
-        "bottleneck-bench{}: medians over {} round(s), whiskers min–max",
+        "bottleneck-bench{}: medians over {} round(s), whiskers min–max (clipped at the top of an axis)",
         if results.config.quick {
             " (QUICK MODE)"
         } else {
@@ -122,15 +122,41 @@ fn panel(
     metrics: &[(&str, &str)],
 ) -> Result<()> {
     let get = |k: Kind, m: &str| results.summary.get(k.name()).and_then(|s| s.get(m));
-    let ymax = kinds
+    // The axis follows the medians; a bar or whisker far above the others (mitmproxy's
+    // latency) is clipped at the top, its label still gives the value.
+    let all = |pick: fn(&crate::stats::Summary) -> f64| -> Vec<f64> {
+        kinds
+            .iter()
+            .flat_map(|k| {
+                metrics
+                    .iter()
+                    .filter_map(move |(m, _)| get(*k, m).map(pick))
+            })
+            .collect()
+    };
+    // Per contender, its highest median; compare the highest contender with the next.
+    let mut medians: Vec<f64> = kinds
         .iter()
-        .flat_map(|k| {
+        .map(|k| {
             metrics
                 .iter()
-                .filter_map(move |(m, _)| get(*k, m).map(|s| s.max))
+                .filter_map(|(m, _)| get(*k, m).map(|s| s.median))
+                .fold(0.0f64, f64::max)
         })
-        .fold(0.0f64, f64::max)
-        .max(1.0);
+        .collect();
+    medians.sort_by(f64::total_cmp);
+    let top = medians.last().copied().unwrap_or(1.0);
+    let second = medians.iter().rev().nth(1).copied().unwrap_or(top);
+    let ymax = if top > 5.0 * second && second > 0.0 {
+        3.0 * second
+    } else {
+        all(|s| s.max)
+            .into_iter()
+            .fold(0.0f64, f64::max)
+            .min(2.0 * top)
+    }
+    .max(1.0);
+    let clip = |v: f64| v.min(ymax * 1.1);
     let n = kinds.len();
     let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
     let mut chart = ChartBuilder::on(area)
@@ -138,7 +164,7 @@ fn panel(
         .margin(12)
         .x_label_area_size(30)
         .y_label_area_size(80)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..ymax * 1.15)
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..ymax * 1.2)
         .map_err(plot_err)?;
     let formatter = |x: &f64| {
         let i = x.round();
@@ -153,6 +179,7 @@ fn panel(
         .disable_x_mesh()
         .x_labels(n * 2 + 1)
         .x_label_formatter(&formatter)
+        .y_label_formatter(&|y| crate::report::num(*y))
         .y_desc(unit)
         .label_style(("sans-serif", 15))
         .draw()
@@ -171,7 +198,10 @@ fn panel(
             .collect();
         chart
             .draw_series(bars.iter().map(|(x0, med, _, _)| {
-                Rectangle::new([(*x0, 0.0), (*x0 + width * 0.9, *med)], color.filled())
+                Rectangle::new(
+                    [(*x0, 0.0), (*x0 + width * 0.9, clip(*med))],
+                    color.filled(),
+                )
             }))
             .map_err(plot_err)?
             .label(*label)
@@ -179,14 +209,17 @@ fn panel(
         chart
             .draw_series(bars.iter().map(|(x0, _, lo, hi)| {
                 let xm = *x0 + width * 0.45;
-                PathElement::new(vec![(xm, *lo), (xm, *hi)], BLACK.stroke_width(2))
+                PathElement::new(
+                    vec![(xm, clip(*lo)), (xm, clip(*hi))],
+                    BLACK.stroke_width(2),
+                )
             }))
             .map_err(plot_err)?;
         chart
             .draw_series(bars.iter().map(|(x0, med, _, _)| {
                 Text::new(
                     crate::report::num(*med),
-                    (*x0, *med + ymax * 0.02),
+                    (*x0, clip(*med) + ymax * 0.02),
                     ("sans-serif", 13),
                 )
             }))
