@@ -115,6 +115,33 @@ impl Bottle {
         self.gateway.as_ref().expect("gateway running").id()
     }
 
+    /// The gateway's own process id (not the lab's wrapper).
+    pub fn gateway_pid(&self) -> u32 {
+        gateway_process(self.pid())
+    }
+
+    /// The gateway's RSS (kB) and open file descriptors.
+    pub fn stats(&self) -> (u64, usize) {
+        proc_stats(self.gateway_pid())
+    }
+
+    /// Sends `signal` to the gateway process only (not the lab's process group).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = i32::try_from(self.gateway_pid()).unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+    }
+
+    /// A load target: transparent HTTPS to `host` (SNI and Host), connecting to the
+    /// origin's address; the agent trusts the bottle CA.
+    pub fn https_target(&self, host: &str) -> load::Target {
+        load::Target {
+            addr: SocketAddr::from((bottleneck_lab::addr::ORIGIN_V4, 443)),
+            host: host.to_owned(),
+            tls: true,
+            ca_pem: std::fs::read(&self.ca_pem).unwrap(),
+        }
+    }
+
     /// SIGKILLs the gateway (its nftables rules stay in place) and reaps it.
     pub fn sigkill(&mut self) {
         let mut gateway = self.gateway.take().expect("gateway running");

@@ -226,3 +226,19 @@ async fn one(
         .map_err(|e| format!("body: {e}"))?;
     Ok(status)
 }
+
+/// Starts `plan` against `target` on a thread inside `lab`'s `host` namespace without
+/// borrowing the lab (the test may restart or signal the gateway meanwhile); join the
+/// handle for the report.
+pub fn spawn_in(
+    lab: &bottleneck_lab::Lab,
+    host: bottleneck_lab::Host,
+    plan: Plan,
+    target: Target,
+) -> std::thread::JoinHandle<Report> {
+    let namespace = lab.namespace(host).to_owned();
+    std::thread::spawn(move || {
+        bottleneck_lab::netns::run_in(&namespace, move || run(plan, target))
+            .expect("entering the namespace")
+    })
+}

@@ -1,0 +1,426 @@
+//! Load and faults (issue 8): the real gateway under load in the lab.
+//!
+//! * 10,000 HTTPS keep-alive requests over 500 concurrent connections: no errors, and the
+//!   gateway's open file descriptors and RSS come back to a warm baseline afterwards.
+//! * SIGKILL under load: while the gateway is down the agent has no egress at all (the
+//!   nftables redirects stay with nothing listening: refused at once), the wan receives
+//!   nothing; the same gateway restarted in the same lab serves again, and every request
+//!   the client saw complete has its audit line.
+//! * SIGHUP every 100 ms for 10 s under load: no failed request for a host both policies
+//!   allow, and the last policy is the one in force.
+//!
+//! Speed is never asserted, only correctness. The numbers are printed (`--nocapture`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bottleneck_conformance::load::{self, Plan, Report};
+use bottleneck_conformance::{Bottle, py_statuses};
+use bottleneck_lab::Host;
+use bottleneck_lab::addr::{ECHO_V4, ORIGIN_V4};
+use nix::sys::signal::Signal;
+
+/// Both hosts allowed.
+const POLICY_A: &str = r#"
+version: 1
+routes:
+  - host: allowed.test
+  - host: other.allowed.test
+dns:
+  upstream: [198.51.100.53]
+allow_ranges: [198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32]
+"#;
+
+/// Only allowed.test: other.allowed.test is denied.
+const POLICY_B: &str = r#"
+version: 1
+routes:
+  - host: allowed.test
+dns:
+  upstream: [198.51.100.53]
+allow_ranges: [198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32]
+"#;
+
+fn plan(connections: usize, per_connection: Option<usize>, prefix: &str) -> Plan {
+    Plan {
+        connections,
+        requests_per_connection: per_connection,
+        path_prefix: prefix.to_owned(),
+        stop: Arc::new(AtomicBool::new(false)),
+        // Generous: a timeout is an error and fails the test, and the debug-build gateway,
+        // the origin and the client share two cores.
+        request_timeout: Duration::from_secs(30),
+        retry_pause: Duration::from_millis(50),
+    }
+}
+
+fn summary(report: &Report) -> String {
+    format!(
+        "{} ok, statuses {:?}, {} errors {:?}, {:.1} s",
+        report.ok(),
+        report.statuses,
+        report.errors,
+        report.first_errors,
+        report.elapsed.as_secs_f64()
+    )
+}
+
+/// Waits until `done` holds (polling every 100 ms) or `timeout` passes; the last value.
+fn settle<T>(timeout: Duration, mut probe: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let value = probe();
+        if done(&value) || Instant::now() >= deadline {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The hyper client pool of the gateway keeps up to 16 idle upstream connections per host
+/// for 60 s (gateway/src/proxy.rs); either snapshot may hold any number of them.
+const POOL_IDLE_PER_HOST: usize = 16;
+
+#[test]
+fn ten_thousand_requests_over_500_connections_leave_no_fd_or_memory_behind() {
+    if !bottleneck_lab::require_root(
+        "ten_thousand_requests_over_500_connections_leave_no_fd_or_memory_behind",
+    ) {
+        return;
+    }
+    let bottle = Bottle::start(POLICY_A, &[], &[]);
+    let target = bottle.https_target("allowed.test");
+    let (cold_rss, cold_fds) = bottle.stats();
+
+    // Warm-up at the same concurrency: leaf certificate minted and cached, DNS cached,
+    // the runtime's and the allocator's per-thread state and the connection pool at their
+    // working size. The baseline is read once those connections have closed.
+    let warm = bottle
+        .lab
+        .run_in(Host::Agent, {
+            let (plan, target) = (plan(500, Some(2), "/echo/warm"), target.clone());
+            move || load::run(plan, target)
+        })
+        .unwrap();
+    assert_eq!(warm.errors, 0, "warm-up: {}", summary(&warm));
+    std::thread::sleep(Duration::from_secs(1));
+    let (base_rss, base_fds) = bottle.stats();
+
+    let report = bottle
+        .lab
+        .run_in(Host::Agent, {
+            let (plan, target) = (plan(500, Some(20), "/echo/load"), target.clone());
+            move || load::run(plan, target)
+        })
+        .unwrap();
+    // Peak as the last connection closes is not observable from here; read after.
+    let slack = POOL_IDLE_PER_HOST + 4;
+    let (after_fds, after_rss) = {
+        let fds = settle(
+            Duration::from_secs(10),
+            || bottle.stats().1,
+            |fds| *fds <= base_fds + slack,
+        );
+        (fds, bottle.stats().0)
+    };
+    let audit_ok = bottle
+        .audit_lines()
+        .iter()
+        .filter(|l| {
+            l["status"] == 200
+                && l["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("/echo/load/"))
+        })
+        .count();
+    println!(
+        "LOAD 10k/500: {}\n  gateway cold: RSS {} kB, {} fds; warm baseline: RSS {} kB, {} fds; \
+         after the run (connections closed, settled): RSS {} kB ({:+} kB), {} fds ({:+}); \
+         {} audit lines with status 200; {:.0} requests/s",
+        summary(&report),
+        cold_rss,
+        cold_fds,
+        base_rss,
+        base_fds,
+        after_rss,
+        after_rss as i64 - base_rss as i64,
+        after_fds,
+        after_fds as i64 - base_fds as i64,
+        audit_ok,
+        report.ok() as f64 / report.elapsed.as_secs_f64()
+    );
+    assert_eq!(report.errors, 0, "{}", summary(&report));
+    assert_eq!(report.ok(), 10_000, "{}", summary(&report));
+    assert_eq!(audit_ok, 10_000, "every request has its audit line");
+    assert!(
+        after_fds <= base_fds + slack,
+        "file descriptors grew: {base_fds} before, {after_fds} after (slack {slack})"
+    );
+    // RSS: 500 concurrent TLS connections on each side hold buffers of a few tens of kB
+    // each (rustls and hyper buffers, ~16-64 kB per connection); the allocator keeps part
+    // of what was freed. 64 MiB over the warm baseline (which already served the same
+    // concurrency) is far above that retained slack and far below a leak of per-request
+    // state over 10,000 requests or of per-connection state over 500 connections.
+    let growth_kb = after_rss.saturating_sub(base_rss);
+    assert!(
+        growth_kb < 64 * 1024,
+        "RSS grew by {growth_kb} kB: {base_rss} kB before, {after_rss} kB after"
+    );
+}
+
+/// curl in the agent: (exit success, status, stderr, seconds taken).
+fn probe_curl(bottle: &Bottle, url: &str, resolve: &str) -> (u16, String, f64) {
+    let started = Instant::now();
+    let out = bottle.curl(&["--max-time", "5", "--resolve", resolve, url]);
+    (out.status, out.stderr, started.elapsed().as_secs_f64())
+}
+
+#[test]
+fn sigkill_under_load_fails_closed_then_resumes_without_losing_audit_lines() {
+    if !bottleneck_lab::require_root(
+        "sigkill_under_load_fails_closed_then_resumes_without_losing_audit_lines",
+    ) {
+        return;
+    }
+    let mut bottle = Bottle::start(POLICY_A, &[], &[]);
+    let target = bottle.https_target("allowed.test");
+    let plan = plan(32, None, "/echo/kill");
+    let stop = plan.stop.clone();
+    let load = load::spawn_in(&bottle.lab, Host::Agent, plan, target);
+
+    // Let the load run, then kill the gateway in the middle of it.
+    std::thread::sleep(Duration::from_secs(2));
+    bottle.sigkill();
+    let killed_at = Instant::now();
+    // Packets the gateway sent before it died may still be on their way.
+    std::thread::sleep(Duration::from_millis(300));
+    let wan_before = (
+        bottle.lab.https().requests(),
+        bottle.lab.https().connections(),
+        bottle.lab.http().requests(),
+        bottle.lab.echo().tcp_connections(),
+        bottle.lab.echo().udp_datagrams(),
+    );
+
+    // While it is down: new connections to allowed hosts are refused at once.
+    let mut outage = Vec::new();
+    for (url, resolve) in [
+        (
+            "https://allowed.test/echo/outage",
+            format!("allowed.test:443:{ORIGIN_V4}"),
+        ),
+        (
+            "http://http.test/echo/outage",
+            "http.test:80:198.51.100.80".to_owned(),
+        ),
+    ] {
+        let (status, stderr, secs) = probe_curl(&bottle, url, &resolve);
+        assert_eq!(status, 0, "{url} got an answer with the gateway down");
+        assert!(
+            // curl's exit 7: the connection was refused (not a timeout, 28).
+            stderr.contains("curl: (7)"),
+            "{url}: {stderr}"
+        );
+        assert!(secs < 3.0, "{url} did not fail fast: {secs:.1} s");
+        outage.push(format!("{url}: {:.2} s, {}", secs, stderr.trim()));
+    }
+    // Direct traffic: another port on an origin and a UDP datagram, both rejected.
+    let py = bottle.python(&format!(
+        r#"
+for port in (8443, 7):
+    try:
+        conn('{ORIGIN_V4}', port, timeout=3); print('TCP', port, 'CONNECTED')
+    except Exception as e: print('TCP', port, type(e).__name__)
+u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); u.settimeout(2); u.connect(('{ECHO_V4}',7))
+t=time.time()
+try:
+    u.send(b'ping'); u.recv(100); print('UDP ANSWERED')
+except socket.timeout: print('UDP SILENT')
+except OSError as e: print('UDP rejected', round(time.time()-t,2), e)
+"#
+    ));
+    assert!(
+        py.contains("TCP 8443 ConnectionRefusedError")
+            && py.contains("TCP 7 ConnectionRefusedError"),
+        "{py}"
+    );
+    // icmpx admin-prohibited: the sender learns at once (EHOSTUNREACH), no timeout.
+    assert!(py.contains("UDP rejected"), "{py}");
+    assert!(py_statuses(&py).is_empty());
+    outage.push(py.trim().replace('\n', "; "));
+
+    std::thread::sleep(Duration::from_millis(300));
+    let wan_after = (
+        bottle.lab.https().requests(),
+        bottle.lab.https().connections(),
+        bottle.lab.http().requests(),
+        bottle.lab.echo().tcp_connections(),
+        bottle.lab.echo().udp_datagrams(),
+    );
+    assert_eq!(
+        wan_before, wan_after,
+        "the wan received traffic while the gateway was down"
+    );
+
+    // Restart the same gateway in the same lab; the load client reconnects by itself.
+    let restarted_at = Instant::now();
+    bottle.launch();
+    let ready_after = restarted_at.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let report = load.join().unwrap();
+
+    let before_kill = report
+        .completed
+        .iter()
+        .filter(|(_, t)| *t < killed_at)
+        .count();
+    // A response the gateway wrote just before it died may still be read by the client a
+    // moment after the reap; the outage proper starts after that margin.
+    let outage_from = killed_at + Duration::from_millis(300);
+    let during = report
+        .completed
+        .iter()
+        .filter(|(_, t)| *t > outage_from && *t < restarted_at)
+        .count();
+    let after_restart = report
+        .completed
+        .iter()
+        .filter(|(_, t)| *t > restarted_at)
+        .count();
+    let failed_during = report
+        .failed_at
+        .iter()
+        .filter(|t| **t > killed_at && **t < restarted_at)
+        .count();
+
+    // No audit line lost: every request the client saw complete with 200 has one.
+    let audited: HashSet<String> = bottle
+        .audit_lines()
+        .iter()
+        .filter(|l| l["status"] == 200)
+        .filter_map(|l| l["path"].as_str().map(str::to_owned))
+        .filter(|p| p.starts_with("/echo/kill/"))
+        .collect();
+    let missing: Vec<&String> = report
+        .completed
+        .iter()
+        .map(|(p, _)| p)
+        .filter(|p| !audited.contains(*p))
+        .collect();
+    println!(
+        "SIGKILL: load {}\n  completed before the kill {before_kill}, during the outage {during}, \
+         after the restart {after_restart}; failed attempts during the outage {failed_during}; \
+         gateway ready {:.2} s after relaunch; audit lines for 200s: {} of {} present ({} \
+         missing)\n  outage probes: {}",
+        summary(&report),
+        ready_after.as_secs_f64(),
+        report.completed.len() - missing.len(),
+        report.completed.len(),
+        missing.len(),
+        outage.join(" | ")
+    );
+    assert!(before_kill > 0, "no load before the kill");
+    assert_eq!(during, 0, "requests completed while the gateway was down");
+    assert!(
+        after_restart > 0,
+        "service did not resume after the restart"
+    );
+    assert!(
+        missing.is_empty(),
+        "{} completed requests have no audit line, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+/// Replaces the policy file atomically (the gateway never reads half a file).
+fn write_policy(bottle: &Bottle, text: &str) {
+    let tmp = bottle.policy_path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &bottle.policy_path).unwrap();
+}
+
+#[test]
+fn sighup_every_100ms_under_load_fails_no_request_and_the_last_policy_wins() {
+    if !bottleneck_lab::require_root(
+        "sighup_every_100ms_under_load_fails_no_request_and_the_last_policy_wins",
+    ) {
+        return;
+    }
+    let bottle = Bottle::start(POLICY_A, &[], &[]);
+    let other = format!("other.allowed.test:443:{ORIGIN_V4}");
+    let first = bottle.curl(&["--resolve", &other, "https://other.allowed.test/echo"]);
+    assert_eq!(
+        first.status, 200,
+        "policy A allows other.allowed.test: {first:?}"
+    );
+
+    let target = bottle.https_target("allowed.test");
+    let plan = plan(32, None, "/echo/reload");
+    let stop = plan.stop.clone();
+    let load = load::spawn_in(&bottle.lab, Host::Agent, plan, target);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // 100 reloads, alternating B and A, ending with B.
+    let storm = Instant::now();
+    let mut signals = 0;
+    for i in 0..100 {
+        write_policy(&bottle, if i % 2 == 0 { POLICY_B } else { POLICY_A });
+        bottle.signal(Signal::SIGHUP);
+        signals += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    write_policy(&bottle, POLICY_B);
+    bottle.signal(Signal::SIGHUP);
+    signals += 1;
+    let storm_secs = storm.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let report = load.join().unwrap();
+
+    std::thread::sleep(Duration::from_millis(200));
+    let last = bottle.curl(&["-i", "--resolve", &other, "https://other.allowed.test/echo"]);
+    let gateway_alive = bottle.stats();
+    let gateway = bottle.gateway.as_ref().unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&gateway.stdout()),
+        String::from_utf8_lossy(&gateway.stderr())
+    );
+    let reloaded = log.matches("policy reloaded").count();
+    let refused = log.matches("reload refused").count();
+    println!(
+        "RELOAD: {signals} SIGHUPs in {storm_secs:.1} s; load on allowed.test: {}; \
+         other.allowed.test after the storm: {}; gateway logged {reloaded} reloads, \
+         {refused} refused; gateway RSS {} kB, {} fds",
+        summary(&report),
+        last.summary(),
+        gateway_alive.0,
+        gateway_alive.1
+    );
+    assert_eq!(report.errors, 0, "{}", summary(&report));
+    assert_eq!(
+        report.ok(),
+        report.statuses.values().sum::<u64>(),
+        "{}",
+        summary(&report)
+    );
+    assert!(report.ok() > 0);
+    assert_eq!(refused, 0, "a valid policy was refused:\n{log}");
+    assert!(reloaded > 0, "no reload logged:\n{log}");
+    assert_eq!(
+        last.status, 403,
+        "the last policy (B) denies other.allowed.test: {last:?}"
+    );
+    assert!(
+        last.body
+            .to_ascii_lowercase()
+            .contains("x-bottleneck-deny: no_route"),
+        "{last:?}"
+    );
+}
