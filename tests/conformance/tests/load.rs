@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use bottleneck_conformance::load::{self, Plan, Report};
 use bottleneck_conformance::{Bottle, py_statuses};
-use bottleneck_lab::Host;
 use bottleneck_lab::addr::{ECHO_V4, ORIGIN_V4};
+use bottleneck_lab::{Host, RecordType, Transport};
 use nix::sys::signal::Signal;
 
 /// Both hosts allowed.
@@ -204,6 +204,7 @@ fn sigkill_under_load_fails_closed_then_resumes_without_losing_audit_lines() {
         bottle.lab.http().requests(),
         bottle.lab.echo().tcp_connections(),
         bottle.lab.echo().udp_datagrams(),
+        bottle.lab.dns().queries(),
     );
 
     // While it is down: new connections to allowed hosts are refused at once.
@@ -252,6 +253,26 @@ except OSError as e: print('UDP rejected', round(time.time()-t,2), e)
     assert!(py.contains("UDP rejected"), "{py}");
     assert!(py_statuses(&py).is_empty());
     outage.push(py.trim().replace('\n', "; "));
+    // DNS (redirected to the gateway's resolver, which is gone): no answer, fast.
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let started = Instant::now();
+        let reply = bottle.lab.dns_query_with(
+            Host::Agent,
+            bottleneck_lab::addr::dns_v4(),
+            "allowed.test",
+            RecordType::A,
+            transport,
+        );
+        let secs = started.elapsed().as_secs_f64();
+        let err = reply
+            .expect_err("a DNS answer with the gateway down")
+            .to_string();
+        assert!(
+            secs < 2.5,
+            "DNS over {transport:?} did not fail fast: {secs:.1} s ({err})"
+        );
+        outage.push(format!("DNS {transport:?}: {secs:.2} s, {err}"));
+    }
 
     std::thread::sleep(Duration::from_millis(300));
     let wan_after = (
@@ -260,6 +281,7 @@ except OSError as e: print('UDP rejected', round(time.time()-t,2), e)
         bottle.lab.http().requests(),
         bottle.lab.echo().tcp_connections(),
         bottle.lab.echo().udp_datagrams(),
+        bottle.lab.dns().queries(),
     );
     assert_eq!(
         wan_before, wan_after,
