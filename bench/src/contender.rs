@@ -95,6 +95,13 @@ pub struct Tools {
     pub squid_certgen: Option<PathBuf>,
     /// httpjail, or why it is missing.
     pub httpjail: std::result::Result<PathBuf, String>,
+    /// Extra environment variables for bottleneck-gateway (experiments, e.g.
+    /// `TOKIO_WORKER_THREADS=1`); recorded in the results.
+    #[serde(default)]
+    pub gateway_env: Vec<(String, String)>,
+    /// Extra flags for bottleneck-gateway (experiments); recorded in the results.
+    #[serde(default)]
+    pub gateway_args: Vec<String>,
 }
 
 fn first_existing(candidates: &[PathBuf]) -> Option<PathBuf> {
@@ -190,6 +197,8 @@ impl Tools {
             squid,
             squid_certgen,
             httpjail,
+            gateway_env: Vec::new(),
+            gateway_args: Vec::new(),
         })
     }
 
@@ -363,13 +372,25 @@ fn start_bottleneck(tools: &Tools) -> Result<Running> {
         ca_dir.display().to_string(),
         "--upstream-ca".into(),
         lab.ca_pem_path().display().to_string(),
-        "--audit-log".into(),
-        audit.display().to_string(),
     ];
-    let mut process = lab
+    // The audit log goes to a file in the lab unless an experiment sends it elsewhere.
+    let audit_overridden = tools
+        .gateway_args
+        .iter()
+        .any(|a| a.starts_with("--audit-log"));
+    let own_audit = ["--audit-log".to_owned(), audit.display().to_string()];
+    let argv: Vec<String> = argv
+        .into_iter()
+        .chain(own_audit.into_iter().filter(|_| !audit_overridden))
+        .chain(tools.gateway_args.iter().cloned())
+        .collect();
+    let mut command = lab
         .command(Host::Gateway, &argv)
-        .timeout(Duration::from_secs(24 * 3600))
-        .spawn()?;
+        .timeout(Duration::from_secs(24 * 3600));
+    for (k, v) in &tools.gateway_env {
+        command = command.env(k, v);
+    }
+    let mut process = command.spawn()?;
     if let Err(e) = process.wait_for_output("bottleneck-gateway ready", STARTUP) {
         let out = process.kill();
         return Err(BenchError::setup(

@@ -171,6 +171,38 @@ pub struct RateResult {
     pub p99_us: u64,
     /// The first error seen, if any.
     pub first_error: Option<String>,
+    /// CPU time the contender used per completed request (or connection) in the measured
+    /// window, microseconds (None for direct). Less sensitive to the machine's other load
+    /// than the rate.
+    #[serde(default)]
+    pub contender_cpu_us_per_op: Option<f64>,
+}
+
+/// Runs `work` (a keep-alive or new-connection run with `timing`) and reads the contender's
+/// CPU seconds with `cpu` when its measured window opens and closes, filling in
+/// [`RateResult::contender_cpu_us_per_op`].
+pub async fn with_cpu<F>(
+    timing: Timing,
+    cpu: impl Fn() -> Option<f64>,
+    work: F,
+) -> Result<RateResult>
+where
+    F: std::future::Future<Output = Result<RateResult>>,
+{
+    let clock = async {
+        tokio::time::sleep(timing.warmup).await;
+        let before = cpu();
+        tokio::time::sleep(timing.measure).await;
+        (before, cpu())
+    };
+    let (result, (before, after)) = tokio::join!(work, clock);
+    let mut result = result?;
+    if let (Some(a), Some(b)) = (before, after)
+        && result.completed > 0
+    {
+        result.contender_cpu_us_per_op = Some((b - a).max(0.0) * 1e6 / result.completed as f64);
+    }
+    Ok(result)
 }
 
 struct TaskOutcome {
@@ -229,6 +261,7 @@ fn combine(concurrency: usize, timing: Timing, outcomes: Vec<TaskOutcome>) -> Ra
         p50_us: percentile(&samples, 50.0),
         p99_us: percentile(&samples, 99.0),
         first_error,
+        contender_cpu_us_per_op: None,
     }
 }
 

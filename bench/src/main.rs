@@ -36,6 +36,12 @@ struct Args {
     /// Hand-written notes appended to the report.
     #[arg(long, default_value = "bench/NOTES.md")]
     notes: PathBuf,
+    /// (experiments) An environment variable KEY=VALUE for bottleneck-gateway; repeatable.
+    #[arg(long, hide = true)]
+    gateway_env: Vec<String>,
+    /// (experiments) An extra flag for bottleneck-gateway; repeatable.
+    #[arg(long, hide = true, allow_hyphen_values = true)]
+    gateway_arg: Vec<String>,
     /// Re-render the report and plot from an earlier results file instead of running.
     #[arg(long)]
     from_json: Option<PathBuf>,
@@ -102,6 +108,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     .map(|c| Kind::parse(c).ok_or_else(|| format!("unknown contender `{c}`")))
                     .collect::<Result<_, _>>()?;
             }
+            for kv in &args.gateway_env {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| format!("--gateway-env wants KEY=VALUE, not `{kv}`"))?;
+                config.gateway_env.push((k.to_owned(), v.to_owned()));
+            }
+            config.gateway_args = args.gateway_arg.clone();
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             let results = runner::run(config, command)?;
             std::fs::create_dir_all(&args.results_dir)?;

@@ -232,6 +232,14 @@ pub fn render(results: &Results, json_path: &str, png_path: &str, notes: Option<
         }
         let _ = writeln!(md);
         let mut rows: Vec<(&str, &str)> = RATIO_METRICS.to_vec();
+        rows.push((
+            "keep_alive_many_cpu_us",
+            "CPU µs per request, N conns (lower is better)",
+        ));
+        rows.push((
+            "new_connection_cpu_us",
+            "CPU µs per new connection (lower is better)",
+        ));
         rows.push(("bulk_cpu_s_per_gb", "CPU s per GB (lower is better)"));
         rows.push((
             "idle_rss_connections_mb",

@@ -28,6 +28,12 @@ pub struct Config {
     pub plan: Plan,
     /// Where the peers were installed.
     pub peers_dir: PathBuf,
+    /// Extra environment of bottleneck-gateway (experiments; empty for the reference run).
+    #[serde(default)]
+    pub gateway_env: Vec<(String, String)>,
+    /// Extra flags of bottleneck-gateway (experiments; empty for the reference run).
+    #[serde(default)]
+    pub gateway_args: Vec<String>,
 }
 
 impl Config {
@@ -57,6 +63,8 @@ impl Config {
                 shim_runs: 11,
             },
             peers_dir,
+            gateway_env: Vec::new(),
+            gateway_args: Vec::new(),
         }
     }
 
@@ -86,6 +94,8 @@ impl Config {
                 shim_runs: 3,
             },
             peers_dir,
+            gateway_env: Vec::new(),
+            gateway_args: Vec::new(),
         }
     }
 }
@@ -157,7 +167,9 @@ fn log(line: &str) {
 pub fn run(config: Config, command: String) -> Result<Results> {
     let started = now();
     let machine_start = Machine::read();
-    let tools = Tools::locate(&config.peers_dir, config.quick)?;
+    let mut tools = Tools::locate(&config.peers_dir, config.quick)?;
+    tools.gateway_env = config.gateway_env.clone();
+    tools.gateway_args = config.gateway_args.clone();
     log(&format!(
         "gateway: {} ({})",
         tools.gateway.display(),
@@ -328,13 +340,28 @@ pub const METRICS: &[(&str, &str, bool)] = &[
     ("keep_alive_one_rps", "req/s, 1 conn", true),
     ("keep_alive_one_p50_us", "p50 µs, 1 conn", false),
     ("keep_alive_one_p99_us", "p99 µs, 1 conn", false),
+    (
+        "keep_alive_one_cpu_us",
+        "contender CPU µs per request, 1 conn",
+        false,
+    ),
     ("keep_alive_many_rps", "req/s, N conns", true),
     ("keep_alive_many_p50_us", "p50 µs, N conns", false),
     ("keep_alive_many_p99_us", "p99 µs, N conns", false),
+    (
+        "keep_alive_many_cpu_us",
+        "contender CPU µs per request, N conns",
+        false,
+    ),
     ("new_connections_per_s", "new TLS conn/s", true),
     (
         "new_connection_p50_us",
         "p50 µs per new conn + request",
+        false,
+    ),
+    (
+        "new_connection_cpu_us",
+        "contender CPU µs per new conn + request",
         false,
     ),
     ("bulk_mb_per_s", "bulk MB/s", true),
@@ -383,6 +410,9 @@ pub fn summarise(results: &Results) -> BTreeMap<String, BTreeMap<String, Summary
             push(k, "keep_alive_one_rps", x.per_second);
             push(k, "keep_alive_one_p50_us", x.p50_us as f64);
             push(k, "keep_alive_one_p99_us", x.p99_us as f64);
+            if let Some(c) = x.contender_cpu_us_per_op {
+                push(k, "keep_alive_one_cpu_us", c);
+            }
         }
         if let Some(x) = &r.keep_alive_many
             && x.completed > 0
@@ -390,12 +420,18 @@ pub fn summarise(results: &Results) -> BTreeMap<String, BTreeMap<String, Summary
             push(k, "keep_alive_many_rps", x.per_second);
             push(k, "keep_alive_many_p50_us", x.p50_us as f64);
             push(k, "keep_alive_many_p99_us", x.p99_us as f64);
+            if let Some(c) = x.contender_cpu_us_per_op {
+                push(k, "keep_alive_many_cpu_us", c);
+            }
         }
         if let Some(x) = &r.new_connections
             && x.completed > 0
         {
             push(k, "new_connections_per_s", x.per_second);
             push(k, "new_connection_p50_us", x.p50_us as f64);
+            if let Some(c) = x.contender_cpu_us_per_op {
+                push(k, "new_connection_cpu_us", c);
+            }
         }
         if let Some(x) = &r.bulk {
             push(k, "bulk_mb_per_s", x.mb_per_s);

@@ -109,36 +109,50 @@ pub fn https_round_with(
     let [main, other] = targets();
     let mut round = HttpsRound::default();
     let mut errors = Vec::new();
+    let cpu = || pgid.map(|g| procstat::group_cpu_seconds(g, exclude));
     rt.block_on(async {
-        match load::keep_alive(&main, keep.clone(), &plan.small_path, 1, plan.timing).await {
+        match load::with_cpu(
+            plan.timing,
+            cpu,
+            load::keep_alive(&main, keep.clone(), &plan.small_path, 1, plan.timing),
+        )
+        .await
+        {
             Ok(r) => round.keep_alive_one = Some(r),
             Err(e) => errors.push(round_errors_push("keep_alive_one", e)),
         }
-        match load::keep_alive(
-            &main,
-            keep.clone(),
-            &plan.small_path,
-            plan.keep_alive_connections,
+        match load::with_cpu(
             plan.timing,
+            cpu,
+            load::keep_alive(
+                &main,
+                keep.clone(),
+                &plan.small_path,
+                plan.keep_alive_connections,
+                plan.timing,
+            ),
         )
         .await
         {
             Ok(r) => round.keep_alive_many = Some(r),
             Err(e) => errors.push(round_errors_push("keep_alive_many", e)),
         }
-        match load::new_connections(
-            &main,
-            fresh.clone(),
-            &plan.small_path,
-            plan.new_connection_loops,
+        match load::with_cpu(
             plan.timing,
+            cpu,
+            load::new_connections(
+                &main,
+                fresh.clone(),
+                &plan.small_path,
+                plan.new_connection_loops,
+                plan.timing,
+            ),
         )
         .await
         {
             Ok(r) => round.new_connections = Some(r),
             Err(e) => errors.push(round_errors_push("new_connections", e)),
         }
-        let cpu = || pgid.map(|g| procstat::group_cpu_seconds(g, exclude));
         match load::bulk(
             &main,
             keep.clone(),
