@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use bottleneck_gateway::config::Args;
 use bottleneck_gateway::firewall;
-use bottleneck_gateway::privilege::keep_only_network_capabilities;
+use bottleneck_gateway::privilege::{keep_only_network_capabilities, raise_open_files_limit};
 use bottleneck_gateway::service::{Prepared, StartError};
 use bottleneck_gateway::tls::ca::BottleCa;
 use clap::Parser;
@@ -49,6 +49,11 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(EXIT_CONFIG, e),
         };
+    }
+
+    match raise_open_files_limit() {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
     }
 
     // Config and sockets: everything is checked before anything on the host changes.

@@ -74,3 +74,15 @@ fn thread_count() -> usize {
         })
         .unwrap_or(1)
 }
+
+/// Raise the soft open-files limit to the hard one: every agent connection costs two
+/// descriptors (and a splice or upstream pool more), so the common soft default of 1024
+/// would cap the gateway near 500 connections. Returns the limit now in force.
+pub fn raise_open_files_limit() -> Result<u64, nix::Error> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard.max(soft))
+}

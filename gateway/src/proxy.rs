@@ -403,16 +403,11 @@ impl Proxy {
                     self.idle.as_secs()
                 ),
             })?
-            .map_err(|e| {
-                let cause = std::error::Error::source(&e)
-                    .map(ToString::to_string)
-                    .unwrap_or_else(|| e.to_string());
-                Refusal {
-                    status: StatusCode::BAD_GATEWAY,
-                    code: "upstream_failed",
-                    host: name.clone(),
-                    message: format!("the upstream could not be reached: {cause}"),
-                }
+            .map_err(|e| Refusal {
+                status: StatusCode::BAD_GATEWAY,
+                code: "upstream_failed",
+                host: name.clone(),
+                message: format!("the upstream failed: {}", error_chain(&e)),
             })?;
         record.upstream = response.extensions().get::<UpstreamAddr>().map(|a| a.0);
         let (mut parts, body) = response.into_parts();
@@ -520,6 +515,22 @@ impl Proxy {
     }
 }
 
+/// An error and every cause below it, `: `-separated (hyper's own message alone, such as
+/// "connection error", hides the cause that matters, such as a reset).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// A WebSocket opening handshake (RFC 6455 section 4.1): HTTP/1.1 GET with
 /// `Connection: upgrade` and `Upgrade: websocket`. Other upgrades (h2c, TLS) are not
 /// forwarded: the headers are stripped as hop-by-hop.
@@ -612,7 +623,14 @@ impl hyper::body::Body for AuditedBody {
                 let deadline = tokio::time::Instant::now() + self.idle;
                 self.idle_timer.as_mut().reset(deadline);
             }
-            Poll::Ready(_) => self.finish(),
+            Poll::Ready(Some(Err(_))) => {
+                // The agent sees a cut-off body; the audit line must not say "allowed" only.
+                if let Some((_, record)) = &mut self.finish {
+                    record.reason = "upstream_body_failed";
+                }
+                self.finish();
+            }
+            Poll::Ready(None) => self.finish(),
             Poll::Pending => {
                 if self.idle_timer.as_mut().poll(cx).is_ready() {
                     if let Some((_, record)) = &mut self.finish {
