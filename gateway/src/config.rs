@@ -70,6 +70,11 @@ pub struct Args {
     /// gets 504 or a cut-off body, and the audit line says why.
     #[arg(long, env = "BOTTLENECK_UPSTREAM_IDLE_SECONDS", default_value_t = 600)]
     pub upstream_idle_seconds: u64,
+    /// Worker threads of the async runtime (default: one per CPU). On a 2-core machine
+    /// shared with the agent, 1 cuts CPU per request by about a third (fewer cross-thread
+    /// wake-ups; see BENCHMARKS.md) at the cost of parallel TLS handshakes.
+    #[arg(long, env = "BOTTLENECK_WORKER_THREADS")]
+    pub worker_threads: Option<std::num::NonZeroUsize>,
     /// Seconds to let open connections finish after SIGTERM.
     #[arg(long, env = "BOTTLENECK_DRAIN_SECONDS", default_value_t = 10)]
     pub drain_seconds: u64,

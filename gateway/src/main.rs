@@ -76,10 +76,11 @@ fn main() -> ExitCode {
         let _ = remove_firewall();
         return fail(EXIT_RUNTIME, e);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = prepared.worker_threads() {
+        builder.worker_threads(threads.get());
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             let _ = remove_firewall();

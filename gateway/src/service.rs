@@ -124,6 +124,11 @@ impl Prepared {
         &self.firewall
     }
 
+    /// The runtime's worker threads, if the configuration sets them.
+    pub fn worker_threads(&self) -> Option<std::num::NonZeroUsize> {
+        self.args.worker_threads
+    }
+
     /// Build the layers, spawn the listeners, wait for a signal (SIGHUP reloads), drain.
     /// Must run inside a multi-threaded Tokio runtime.
     pub async fn serve(self) -> Result<(), StartError> {

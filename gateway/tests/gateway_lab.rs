@@ -805,3 +805,30 @@ fn an_oversized_request_head_gets_431_on_the_transparent_path() {
     assert_eq!(bottle.lab.http().requests(), 0);
     assert_eq!(bottle.lab.https().requests(), 0);
 }
+
+#[test]
+fn worker_threads_sets_the_size_of_the_runtime() {
+    if !bottleneck_lab::require_root("worker_threads_sets_the_size_of_the_runtime") {
+        return;
+    }
+    let workers = |bottle: &Bottle| {
+        let pid = bottle.gateway.as_ref().unwrap().id();
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+            .filter(|comm| comm.trim() == "tokio-rt-worker")
+            .count()
+    };
+    let one = Bottle::start_with_args(POLICY, &[("LAB_TOKEN", SECRET)], &["--worker-threads", "1"]);
+    let out = one.curl(&[
+        "--resolve",
+        &resolve("allowed.test"),
+        "https://allowed.test/echo",
+    ]);
+    assert!(out.stdout_str().ends_with("200 2"), "{out:?}");
+    assert_eq!(workers(&one), 1);
+    drop(one);
+    let three =
+        Bottle::start_with_args(POLICY, &[("LAB_TOKEN", SECRET)], &["--worker-threads", "3"]);
+    assert_eq!(workers(&three), 3);
+}
