@@ -43,6 +43,19 @@ impl Recorder {
     fn entries(&self) -> Vec<QueryEntry> {
         self.0.lock().unwrap().clone()
     }
+
+    /// The entries once there are `n` of them: the handler logs after sending, so a client
+    /// can hold its answer before the entry exists.
+    fn wait_for(&self, n: usize) -> Vec<QueryEntry> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let entries = self.entries();
+            if entries.len() >= n || Instant::now() > deadline {
+                return entries;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 struct Harness {
@@ -171,7 +184,7 @@ fn an_allowed_name_resolves_and_the_second_lookup_is_served_from_the_cache() {
         "cached answers went upstream"
     );
 
-    let entries = h.log.entries();
+    let entries = h.log.wait_for(4);
     assert_eq!(entries.len(), 4);
     assert_eq!(entries.iter().filter(|e| e.cached).count(), 2);
     assert!(
@@ -210,7 +223,8 @@ fn a_denied_name_is_nxdomain_and_never_leaves_in_any_shape() {
         0,
         "a denied name reached the upstream"
     );
-    let entries = h.log.entries();
+    let entries = h.log.wait_for(8);
+    assert_eq!(entries.len(), 8);
     assert!(entries.iter().all(|e| !e.allowed && e.reason == "no_route"));
     assert!(entries.iter().all(|e| e.upstream.is_none()));
 }
@@ -327,12 +341,9 @@ fn a_cname_into_a_denied_name_does_not_disclose_the_target() {
         );
     }
     assert_eq!(h.upstream.queries_for("denied.test"), 0);
-    assert!(
-        h.log
-            .entries()
-            .iter()
-            .all(|e| e.reason == "cname_target_denied")
-    );
+    let entries = h.log.wait_for(3);
+    assert_eq!(entries.len(), 3);
+    assert!(entries.iter().all(|e| e.reason == "cname_target_denied"));
 }
 
 #[test]
@@ -400,7 +411,7 @@ fn a_client_over_its_in_flight_bound_is_refused_at_once() {
     // The first one fails closed once the upstream deadline passes.
     let first = Message::from_vec(&first.join().unwrap().expect("an answer")).unwrap();
     assert_eq!(first.metadata.response_code, ResponseCode::ServFail);
-    let reasons: Vec<&str> = h.log.entries().iter().map(|e| e.reason).collect();
+    let reasons: Vec<&str> = h.log.wait_for(2).iter().map(|e| e.reason).collect();
     assert!(reasons.contains(&"client_busy") && reasons.contains(&"upstream_failed"));
     drop(h.runtime);
 }
