@@ -40,7 +40,9 @@ impl World {
             fs::create_dir_all(dir.join(sub)).unwrap();
         }
         let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/container");
-        fs::copy(&fake, dir.join("bin/container")).unwrap();
+        // A symlink, not a copy: writing an executable while other test threads fork
+        // makes exec fail with ETXTBSY ("text file busy") until their children exec.
+        std::os::unix::fs::symlink(&fake, dir.join("bin/container")).unwrap();
         fs::write(
             dir.join("policy.yaml"),
             "version: 1\nroutes:\n  - host: api.example.com\n    auth: {scheme: Bearer, token_ref: API_KEY}\n\
