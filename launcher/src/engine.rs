@@ -28,16 +28,18 @@
 //! Portable: std only, so it builds on macOS (Docker Desktop, podman machine).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::bottle::{ConfigError, PREFIX, RunConfig};
+use crate::tool::{self, CallError, scrubbed};
+pub use crate::tool::{CALL_TIMEOUT, Output};
 
 /// The label naming a resource's bottle.
 pub const LABEL_BOTTLE: &str = "bottleneck.bottle";
@@ -46,13 +48,11 @@ pub const LABEL_ROLE: &str = "bottleneck.role";
 /// The label giving the agent's user (for `bottleneck exec`).
 pub const LABEL_USER: &str = "bottleneck.user";
 /// Deadline of one CLI call (not the foreground agent).
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// The gateway's explicit proxy port (`--egress=proxy`).
 pub const PROXY_PORT: u16 = 3128;
 /// The shim's path in the agent image.
 pub const INIT: &str = "/usr/local/bin/bottleneck-init";
 /// The most output kept from one CLI call.
-const OUTPUT_LIMIT: usize = 4 << 20;
 /// The gateway's readiness line.
 const READY_LINE: &str = "bottleneck-gateway ready";
 /// Where the gateway container sees its files.
@@ -164,43 +164,6 @@ pub enum EngineError {
     Interrupted,
 }
 
-/// Variables removed from the environment of every CLI call (the secrets): only the
-/// gateway's `create` gets them back, explicitly. Set once, when a run starts.
-static SCRUB: OnceLock<Vec<String>> = OnceLock::new();
-
-fn scrubbed(cmd: &mut Command) -> &mut Command {
-    for var in SCRUB.get().map(Vec::as_slice).unwrap_or_default() {
-        cmd.env_remove(var);
-    }
-    cmd
-}
-
-/// What one CLI call printed.
-#[derive(Debug, Clone, Default)]
-pub struct Output {
-    /// Exit status (-1 if killed by a signal).
-    pub code: i32,
-    /// Standard output (bounded).
-    pub stdout: String,
-    /// Standard error (bounded).
-    pub stderr: String,
-}
-
-fn read_bounded(mut from: impl Read) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let room = OUTPUT_LIMIT.saturating_sub(out.len());
-                out.extend_from_slice(&buf[..n.min(room)]);
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Runs `ENGINE ARGS` with `env` added to its environment, within [`CALL_TIMEOUT`].
 pub fn call(
     engine: Engine,
@@ -208,61 +171,13 @@ pub fn call(
     env: &[(String, String)],
 ) -> Result<Output, EngineError> {
     let program = engine.program();
-    let shown = args.join(" ");
-    let mut child = scrubbed(&mut Command::new(program))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| EngineError::Tool {
-            program,
-            args: shown.clone(),
-            message: if e.kind() == std::io::ErrorKind::NotFound {
-                format!("{program} is not installed")
-            } else {
-                e.to_string()
-            },
-        })?;
-    let out = child
-        .stdout
-        .take()
-        .map(|o| std::thread::spawn(|| read_bounded(o)));
-    let err = child
-        .stderr
-        .take()
-        .map(|e| std::thread::spawn(|| read_bounded(e)));
-    let deadline = Instant::now() + CALL_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(EngineError::Tool {
-                    program,
-                    args: shown,
-                    message: format!("did not finish within {CALL_TIMEOUT:?}"),
-                });
-            }
-            Err(e) => {
-                return Err(EngineError::Tool {
-                    program,
-                    args: shown,
-                    message: e.to_string(),
-                });
-            }
-        }
-    };
-    let join = |h: Option<std::thread::JoinHandle<String>>| {
-        h.and_then(|h| h.join().ok()).unwrap_or_default()
-    };
-    Ok(Output {
-        code: status.code().unwrap_or(-1),
-        stdout: join(out),
-        stderr: join(err),
+    tool::call(program, args, env).map_err(|e| EngineError::Tool {
+        program,
+        args: args.join(" "),
+        message: match e {
+            CallError::NotFound => format!("{program} is not installed"),
+            CallError::Failed(message) => message,
+        },
     })
 }
 
@@ -771,7 +686,7 @@ pub fn run(
     err: &mut dyn Write,
 ) -> Result<u8, EngineError> {
     let stop = watch_signals();
-    let _ = SCRUB.set(config.secrets.0.keys().cloned().collect());
+    tool::scrub(config.secrets.0.keys().cloned().collect());
     let n = EngineNames::new(&config.names.bottle);
     let state = EngineState::new(&config.names);
     let mut created = Created::default();

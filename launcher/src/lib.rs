@@ -13,6 +13,7 @@ pub mod commands;
 pub mod engine;
 pub mod logs;
 pub mod policy_check;
+pub mod tool;
 
 #[cfg(target_os = "linux")]
 pub mod demo;
