@@ -31,10 +31,11 @@ use hickory_proto::op::{
 };
 use hickory_proto::rr::rdata::PTR;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 
 use crate::cache::TtlClamp;
 use crate::chain::name_key;
@@ -221,6 +222,22 @@ impl AllowlistHandler {
     }
 }
 
+/// The question section for the response, encoded afresh from the parsed question.
+/// hickory echoes the request's raw question bytes, which turn into a malformed response
+/// when the client compressed its question (pointers into its own message; found by the
+/// `dns_query` fuzz target).
+fn reencoded_question(request: &Request) -> Option<Queries> {
+    let mut bytes = Vec::new();
+    // One encoder per question: a name is never compressed against another, so no offset
+    // depends on where these bytes end up.
+    for query in request.queries.queries() {
+        let mut one = Vec::new();
+        query.emit(&mut BinEncoder::new(&mut one)).ok()?;
+        bytes.extend_from_slice(&one);
+    }
+    Queries::read(&mut BinDecoder::new(&bytes), request.queries.len()).ok()
+}
+
 /// The EDNS record of a response: our payload limit, never above what the client offered.
 fn response_edns(request: &Request) -> Option<Edns> {
     request.edns.as_ref().map(|theirs| {
@@ -332,7 +349,11 @@ impl RequestHandler for AllowlistHandler {
             || fits_udp(request, &answer.records, edns.as_ref());
         metadata.truncation = !fits;
         let records: &[Record] = if fits { &answer.records } else { &[] };
-        let mut builder = MessageResponseBuilder::from_message_request(request);
+        let echoed = reencoded_question(request);
+        let mut builder = match &echoed {
+            Some(queries) => MessageResponseBuilder::new(queries, None),
+            None => MessageResponseBuilder::from_message_request(request),
+        };
         if let Some(edns) = &edns {
             builder.edns(edns);
         }
