@@ -70,6 +70,9 @@ pub struct Record {
     /// DNS: time spent waiting for the upstream resolver, in ms (absent: not asked).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_ms: Option<f64>,
+    /// `client_connection_limit`: connections refused since the previous such line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<u64>,
 }
 
 /// Where audit lines go. Cheap to clone; lines from concurrent tasks never interleave.

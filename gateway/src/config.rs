@@ -1,6 +1,7 @@
 //! Command-line and environment configuration of `bottleneck-gateway`.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -62,9 +63,28 @@ pub struct Args {
     /// SO_MARK of the gateway's upstream sockets, so they are never redirected.
     #[arg(long, env = "BOTTLENECK_MARK", default_value_t = 0x6274)]
     pub mark: u32,
-    /// Most agent connections served at once.
-    #[arg(long, env = "BOTTLENECK_MAX_CONNECTIONS", default_value_t = 4096)]
-    pub max_connections: usize,
+    /// Most agent connections served at once, over every listener; beyond it new
+    /// connections wait to be accepted.
+    #[arg(long, env = "BOTTLENECK_MAX_CONNECTIONS", default_value = "4096")]
+    pub max_connections: NonZeroUsize,
+    /// Most connections at once from one client address; beyond it a new connection is
+    /// closed at once (and audited as `client_connection_limit`), so one client cannot
+    /// starve the others.
+    #[arg(
+        long,
+        env = "BOTTLENECK_MAX_CONNECTIONS_PER_CLIENT",
+        default_value = "512"
+    )]
+    pub max_connections_per_client: NonZeroUsize,
+    /// Largest request body forwarded, in bytes. A larger declared Content-Length gets 413
+    /// before anything is sent upstream; a body that grows past it (chunked, HTTP/2) is cut
+    /// off upstream and the agent gets 413. Both are audited as `body_too_large`.
+    #[arg(
+        long,
+        env = "BOTTLENECK_MAX_REQUEST_BODY_BYTES",
+        default_value_t = 256 * 1024 * 1024
+    )]
+    pub max_request_body_bytes: u64,
     /// Seconds an upstream may stay silent: before its response head, and between two
     /// pieces of its body (streams that send keep-alive events are never cut). The agent
     /// gets 504 or a cut-off body, and the audit line says why.

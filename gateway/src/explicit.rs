@@ -28,11 +28,12 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::OwnedSemaphorePermit;
 
+use crate::admission::Admitted;
 use crate::audit::Record;
 use crate::listen::{HEADER_TIMEOUT, HELLO_TIMEOUT, Listeners, elapsed_ms};
-use crate::proxy::{Body, ConnInfo, MAX_HEAD_BYTES, Proxy, Refusal, rescue};
+use crate::proxy::{Body, ConnInfo, Proxy, Refusal, rescue};
+use crate::request_head::MAX_HEAD_BYTES;
 use crate::rewind::Rewind;
 use crate::tls::client_hello::read_client_hello;
 
@@ -53,7 +54,8 @@ impl Listeners {
     /// Accept explicit-proxy connections forever.
     pub async fn serve_explicit(self: Arc<Self>, listener: TcpListener) {
         loop {
-            let Some((stream, client, permit)) = self.accept(&listener).await else {
+            let Some((stream, client, permit)) = self.admission.accept(&listener, KIND).await
+            else {
                 continue;
             };
             let this = self.clone();
@@ -65,7 +67,7 @@ impl Listeners {
         self: Arc<Self>,
         stream: TcpStream,
         client: SocketAddr,
-        permit: Arc<OwnedSemaphorePermit>,
+        permit: Arc<Admitted>,
     ) {
         let this = self.clone();
         let service = service_fn(move |req| {
@@ -90,7 +92,7 @@ impl Listeners {
         self: Arc<Self>,
         client: SocketAddr,
         req: Request<Incoming>,
-        permit: Arc<OwnedSemaphorePermit>,
+        permit: Arc<Admitted>,
     ) -> Response<Body> {
         if req.method() == Method::CONNECT {
             return self.connect(client, req, permit).await;
@@ -137,7 +139,7 @@ impl Listeners {
         self: Arc<Self>,
         client: SocketAddr,
         req: Request<Incoming>,
-        permit: Arc<OwnedSemaphorePermit>,
+        permit: Arc<Admitted>,
     ) -> Response<Body> {
         let started = Instant::now();
         let mut record = Record {

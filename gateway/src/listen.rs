@@ -12,12 +12,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::LazyConfigAcceptor;
 
+use crate::admission::Admission;
 use crate::audit::Record;
 use crate::firewall::sockopt::original_dst;
-use crate::proxy::{ConnInfo, MAX_HEAD_BYTES, Proxy, Refusal};
+use crate::proxy::{ConnInfo, Proxy, Refusal};
+use crate::request_head::MAX_HEAD_BYTES;
 use crate::splice::splice;
 use crate::tls::client_hello::peek_client_hello;
 use crate::tls::mint::LeafCache;
@@ -43,8 +44,8 @@ pub struct Listeners {
     pub upstream: Arc<Upstream>,
     /// Minted leaf certificates.
     pub leaves: Arc<LeafCache>,
-    /// Bound on concurrent agent connections across listeners.
-    pub connections: Arc<Semaphore>,
+    /// The connection bounds shared by every listener.
+    pub admission: Arc<Admission>,
 }
 
 impl Listeners {
@@ -60,7 +61,10 @@ impl Listeners {
 
     async fn serve(self: Arc<Self>, listener: TcpListener, tls: bool) {
         loop {
-            let Some((stream, client, permit)) = self.accept(&listener).await else {
+            let kind = if tls { Kind::Tls } else { Kind::Http };
+            let Some((stream, client, permit)) =
+                self.admission.accept(&listener, kind.as_str()).await
+            else {
                 continue;
             };
             let this = self.clone();
@@ -72,26 +76,6 @@ impl Listeners {
                 }
                 drop(permit);
             });
-        }
-    }
-
-    pub(crate) async fn accept(
-        &self,
-        listener: &TcpListener,
-    ) -> Option<(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
-        let permit = self.connections.clone().acquire_owned().await.ok()?;
-        match listener.accept().await {
-            Ok((stream, client)) => {
-                // Nagle plus delayed ACKs would add ~40 ms per exchange (DESIGN.md section 7).
-                let _ = stream.set_nodelay(true);
-                Some((stream, client, permit))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                // Out of descriptors or similar: back off instead of spinning.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                None
-            }
         }
     }
 

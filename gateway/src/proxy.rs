@@ -10,23 +10,24 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bottleneck_policy::host::normalize_name;
-use bottleneck_policy::{Decision, HTTP_PORT, HTTPS_PORT, Kind, Request as PolicyRequest};
+use bottleneck_policy::{Decision, HTTP_PORT, HTTPS_PORT, Kind};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
-use http::uri::{Authority, Scheme};
+use http::uri::Scheme;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioIo;
 
 use crate::audit::{Audit, Record, elide_query};
+use crate::request_head::{self, BODY_TOO_LARGE, body_too_large};
 use crate::splice::splice;
 use crate::state::{PolicyHandle, Snapshot};
 use crate::upstream::{Connector, Upstream, UpstreamAddr, UpstreamStream};
@@ -152,20 +153,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The bounds of each request the handler forwards.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Longest wait for an upstream response head, and between two body frames.
+    pub upstream_idle: Duration,
+    /// Largest request body forwarded, in bytes.
+    pub max_request_body: u64,
+}
+
 /// The HTTP handler shared by every connection.
 pub struct Proxy {
     policy: PolicyHandle,
     upstream: Arc<Upstream>,
     /// Longest wait for an upstream response head, and between two body frames.
     idle: Duration,
+    /// Largest request body forwarded, in bytes.
+    max_body: u64,
     client: Client<Connector, CountedBody>,
     audit: Audit,
 }
 
 impl Proxy {
-    /// Build the handler around a pooled upstream client; `idle` bounds every wait on the
-    /// upstream (response head, then each body frame).
-    pub fn new(policy: PolicyHandle, connector: Connector, audit: Audit, idle: Duration) -> Proxy {
+    /// Build the handler around a pooled upstream client, within `bounds`.
+    pub fn new(policy: PolicyHandle, connector: Connector, audit: Audit, bounds: Bounds) -> Proxy {
         let upstream = connector.upstream().clone();
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
@@ -175,7 +186,8 @@ impl Proxy {
         Proxy {
             policy,
             upstream,
-            idle,
+            idle: bounds.upstream_idle,
+            max_body: bounds.max_request_body,
             client,
             audit,
         }
@@ -215,9 +227,9 @@ impl Proxy {
             path: Some(elide_query(&target)),
             ..Record::default()
         };
-        let bytes_up = Arc::new(AtomicU64::new(0));
+        let upload = Arc::new(Upload::default());
         let outcome = self
-            .forward(&conn, &snapshot, req, &target, &mut record, &bytes_up)
+            .forward(&conn, &snapshot, req, &target, &mut record, &upload)
             .await;
         let response = match outcome {
             Ok(response) => {
@@ -238,7 +250,7 @@ impl Proxy {
         let (parts, body) = response.into_parts();
         let body = AuditedBody {
             inner: body,
-            bytes_up,
+            upload,
             bytes_down: 0,
             started,
             idle: self.idle,
@@ -255,113 +267,28 @@ impl Proxy {
         req: Request<Incoming>,
         target: &str,
         record: &mut Record,
-        bytes_up: &Arc<AtomicU64>,
+        upload: &Arc<Upload>,
     ) -> Result<Response<Body>, Refusal> {
         let kind = conn.kind();
-        // hyper's h1 read buffer limit is soft (one large read can carry a whole oversized
-        // head past it), so the bound is enforced here, the same for every path.
-        let head = head_size(&req);
-        if head > MAX_HEAD_BYTES {
-            return Err(Refusal {
-                status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                code: "head_too_large",
-                host: conn.sni.clone().unwrap_or_default(),
-                message: format!(
-                    "the request head is {head} bytes; the gateway accepts at most {MAX_HEAD_BYTES}"
-                ),
-            });
-        }
-        let authority = request_authority(&req).map_err(|message| Refusal {
-            status: StatusCode::BAD_REQUEST,
-            code: "bad_authority",
-            host: conn.sni.clone().unwrap_or_default(),
-            message,
-        })?;
-        let expected_port = if kind == Kind::Https {
-            HTTPS_PORT
-        } else {
-            HTTP_PORT
-        };
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        record.host = Some(host.clone());
-        if let Some(sni) = &conn.sni {
-            let same_name = match (normalize_name(&host), normalize_name(sni)) {
-                (Ok(a), Ok(b)) => a == b,
-                _ => false,
-            };
-            let same_port = authority.port_u16().is_none_or(|p| p == expected_port);
-            if !same_name || !same_port {
-                return Err(Refusal {
-                    status: StatusCode::MISDIRECTED_REQUEST,
-                    code: "authority_mismatch",
-                    host: host.clone(),
-                    message: format!(
-                        "this TLS connection is for `{sni}`, but the request is for `{authority}`; open a separate connection for each host"
-                    ),
-                });
-            }
-        } else if authority.port_u16().is_some_and(|p| p != expected_port) {
-            return Err(Refusal {
-                status: StatusCode::MISDIRECTED_REQUEST,
-                code: "authority_mismatch",
-                host: host.clone(),
-                message: format!(
-                    "the request names port {:?} but arrived on port {expected_port}",
-                    authority.port_u16()
-                ),
-            });
-        }
-        if let Some(denial) = &conn.tls_denial {
-            return Err(denial.clone());
-        }
-
-        let websocket = is_websocket_upgrade(&req);
-        let header_pairs: Vec<(&str, &[u8])> = req
-            .headers()
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_bytes()))
-            .collect();
-        let method = req.method().as_str().to_owned();
-        let decision = snapshot.policy.decide(&PolicyRequest::http(
-            kind,
-            &host,
-            expected_port,
-            &method,
-            target,
-            &header_pairs,
-        ));
-        drop(header_pairs);
-        record.route = decision
-            .route
-            .map(|r| format!("{} (line {})", r.host(), r.line()));
-        if !decision.is_allowed() {
-            return Err(Refusal::from_decision(&host, &decision));
-        }
-        let name = decision.host.clone().unwrap_or(host);
-        record.host = Some(name.clone());
-
-        let mut req = req;
-        let agent_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
+        let declared = hyper::body::Body::size_hint(&body).lower();
+        let checked = request_head::check(
+            conn,
+            snapshot,
+            &parts,
+            target,
+            declared,
+            self.max_body,
+            record,
+        )?;
+        let name = checked.name;
+        let agent_upgrade = request_head::is_websocket_upgrade(&parts)
+            .then(|| parts.extensions.remove::<OnUpgrade>())
+            .flatten();
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
-        if let Some(route) = decision.route
-            && route.auth().is_some()
-        {
+        if let Some(value) = checked.authorization {
             // The agent's own credentials never reach a host whose credentials we inject.
-            parts.headers.remove(header::AUTHORIZATION);
-            let Some(value) = decision.auth.and_then(|auth| snapshot.authorization(auth)) else {
-                return Err(Refusal {
-                    status: StatusCode::FORBIDDEN,
-                    code: "auth_unavailable",
-                    host: name,
-                    message: "the route injects credentials but the secret is not available".into(),
-                });
-            };
             parts.headers.insert(header::AUTHORIZATION, value);
         }
         let scheme = if kind == Kind::Https {
@@ -388,7 +315,8 @@ impl Proxy {
         }
         let body = CountedBody {
             inner: body,
-            count: bytes_up.clone(),
+            upload: upload.clone(),
+            limit: self.max_body,
         };
         let upstream_req = Request::from_parts(parts, body);
 
@@ -403,11 +331,16 @@ impl Proxy {
                     self.idle.as_secs()
                 ),
             })?
-            .map_err(|e| Refusal {
-                status: StatusCode::BAD_GATEWAY,
-                code: "upstream_failed",
-                host: name.clone(),
-                message: format!("the upstream failed: {}", error_chain(&e)),
+            .map_err(|e| {
+                if upload.too_large.load(Ordering::Relaxed) {
+                    return body_too_large(&name, None, self.max_body);
+                }
+                Refusal {
+                    status: StatusCode::BAD_GATEWAY,
+                    code: "upstream_failed",
+                    host: name.clone(),
+                    message: format!("the upstream failed: {}", error_chain(&e)),
+                }
             })?;
         record.upstream = response.extensions().get::<UpstreamAddr>().map(|a| a.0);
         let (mut parts, body) = response.into_parts();
@@ -417,9 +350,7 @@ impl Proxy {
             body.map_err(BoxError::from).boxed(),
         ))
     }
-}
 
-impl Proxy {
     /// A WebSocket upgrade the policy allowed: its own HTTP/1.1 connection to a vetted
     /// address (never pooled), and once both sides switch protocols, a spliced tunnel.
     async fn forward_upgrade(
@@ -531,44 +462,53 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// A WebSocket opening handshake (RFC 6455 section 4.1): HTTP/1.1 GET with
-/// `Connection: upgrade` and `Upgrade: websocket`. Other upgrades (h2c, TLS) are not
-/// forwarded: the headers are stripped as hop-by-hop.
-fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
-    let has_token = |name: HeaderName, token: &str| {
-        req.headers().get_all(name).iter().any(|value| {
-            value
-                .to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
-    };
-    req.method() == http::Method::GET
-        && req.version() == Version::HTTP_11
-        && has_token(header::CONNECTION, "upgrade")
-        && has_token(header::UPGRADE, "websocket")
+/// What went upstream of one request body.
+#[derive(Debug, Default)]
+pub struct Upload {
+    /// Bytes forwarded.
+    bytes: AtomicU64,
+    /// The body grew past the bound and was cut off.
+    too_large: AtomicBool,
 }
 
-/// The agent's request body on its way upstream, counting the bytes sent.
+/// The body grew past the bound (the error that cuts the upstream request off).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body grew past {limit} bytes")]
+pub struct BodyTooLarge {
+    limit: u64,
+}
+
+/// The agent's request body on its way upstream, counting the bytes sent and failing once
+/// they would pass `limit` (so the upstream sees an incomplete request, never a cut one
+/// that looks whole).
 pub struct CountedBody {
     inner: Incoming,
-    count: Arc<AtomicU64>,
+    upload: Arc<Upload>,
+    limit: u64,
 }
 
 impl hyper::body::Body for CountedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+            let sent = self.upload.bytes.load(Ordering::Relaxed);
+            let len = data.len() as u64;
+            if sent.saturating_add(len) > self.limit {
+                self.upload.too_large.store(true, Ordering::Relaxed);
+                let limit = self.limit;
+                return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
+            }
+            self.upload.bytes.store(sent + len, Ordering::Relaxed);
         }
-        polled
+        polled.map_err(BoxError::from)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -584,7 +524,7 @@ impl hyper::body::Body for CountedBody {
 /// when the body ends, or when the agent goes away first (drop).
 struct AuditedBody {
     inner: Body,
-    bytes_up: Arc<AtomicU64>,
+    upload: Arc<Upload>,
     bytes_down: u64,
     started: Instant,
     /// The body fails if no frame arrives for this long (a stalled upstream must not hold
@@ -597,7 +537,12 @@ struct AuditedBody {
 impl AuditedBody {
     fn finish(&mut self) {
         if let Some((audit, mut record)) = self.finish.take() {
-            record.bytes_up = self.bytes_up.load(Ordering::Relaxed);
+            record.bytes_up = self.upload.bytes.load(Ordering::Relaxed);
+            // The upstream answered before the body was cut off: still not a whole request.
+            if self.upload.too_large.load(Ordering::Relaxed) {
+                record.decision = "deny";
+                record.reason = BODY_TOO_LARGE;
+            }
             record.bytes_down = self.bytes_down;
             record.duration_ms =
                 u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -663,43 +608,6 @@ impl Drop for AuditedBody {
     }
 }
 
-/// The largest request head accepted (request line and header fields), on every path.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-
-/// The size of a request head as it would be sent in HTTP/1.1: the request line and each
-/// `name: value` line.
-fn head_size<B>(req: &Request<B>) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
-    req.headers().iter().fold(line, |sum, (name, value)| {
-        sum + name.as_str().len() + value.len() + 4
-    })
-}
-
-/// The authority a request names: the URI's (absolute-form, or h2 `:authority`) and the
-/// Host header must agree when both are present.
-fn request_authority<B>(req: &Request<B>) -> Result<Authority, String> {
-    let from_uri = req.uri().authority().cloned();
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let from_header = match (hosts.next(), hosts.next()) {
-        (None, _) => None,
-        (Some(value), None) => Some(
-            value
-                .to_str()
-                .ok()
-                .and_then(|v| v.parse::<Authority>().ok())
-                .ok_or_else(|| "the Host header is not a valid authority".to_owned())?,
-        ),
-        (Some(_), Some(_)) => return Err("the request has more than one Host header".into()),
-    };
-    match (from_uri, from_header) {
-        (Some(uri), Some(header)) if !uri.as_str().eq_ignore_ascii_case(header.as_str()) => Err(
-            format!("the request target names `{uri}` but the Host header names `{header}`"),
-        ),
-        (Some(authority), _) | (None, Some(authority)) => Ok(authority),
-        (None, None) => Err("the request names no host (no Host header)".into()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -728,30 +636,5 @@ mod tests {
         });
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         assert_eq!(response.headers()["x-bottleneck-deny"], "no_route");
-    }
-
-    #[test]
-    fn host_header_and_absolute_uri_must_agree() {
-        let req = Request::builder()
-            .uri("https://a.example/x")
-            .header("host", "b.example")
-            .body(())
-            .unwrap();
-        assert!(request_authority(&req).is_err());
-        let req = Request::builder()
-            .uri("/x")
-            .header("host", "A.example:443")
-            .body(())
-            .unwrap();
-        assert_eq!(request_authority(&req).unwrap().host(), "A.example");
-        let req = Request::builder()
-            .uri("/x")
-            .header("host", "a.example")
-            .header("host", "b.example")
-            .body(())
-            .unwrap();
-        assert!(request_authority(&req).is_err());
-        let req = Request::builder().uri("/x").body(()).unwrap();
-        assert!(request_authority(&req).is_err());
     }
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use bottleneck_dns::Pins;
 use bottleneck_policy::{Kind, Request as PolicyRequest};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
+use crate::admission::Admission;
 use crate::audit::{Audit, Record};
 use crate::firewall::sockopt::original_dst;
 use crate::listen::elapsed_ms;
@@ -36,24 +36,18 @@ pub struct TcpRelay {
     pub upstream: Arc<Upstream>,
     /// The audit stream.
     pub audit: Audit,
-    /// Bound on concurrent agent connections (shared with the other listeners).
-    pub connections: Arc<Semaphore>,
+    /// The connection bounds shared with the other listeners.
+    pub admission: Arc<Admission>,
 }
 
 impl TcpRelay {
     /// Accept redirected connections forever.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {
-            let Ok(permit) = self.connections.clone().acquire_owned().await else {
-                return;
-            };
-            let (stream, client) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "relay accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            let Some((stream, client, permit)) =
+                self.admission.accept(&listener, Kind::Tcp.as_str()).await
+            else {
+                continue;
             };
             let this = self.clone();
             tokio::spawn(async move {

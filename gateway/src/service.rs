@@ -17,12 +17,13 @@ use bottleneck_policy::Policy;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::admission::Admission;
 use crate::audit::Audit;
 use crate::config::{Args, listen_addr, own_addresses};
 use crate::dns::{self, PIN_CAPACITY};
 use crate::firewall::FirewallConfig;
 use crate::listen::Listeners;
-use crate::proxy::Proxy;
+use crate::proxy::{Bounds, Proxy};
 use crate::relay::TcpRelay;
 use crate::state::{PolicyHandle, Snapshot};
 use crate::tls::ca::BottleCa;
@@ -165,7 +166,11 @@ impl Prepared {
         let handle = PolicyHandle::new(snapshot);
         let resolver = Arc::new(dns::resolver(resolvers, handle.clone()).map_err(config)?);
         let pins = Arc::new(Pins::new(PIN_CAPACITY));
-        let connections = Arc::new(tokio::sync::Semaphore::new(args.max_connections));
+        let admission = Admission::new(
+            args.max_connections,
+            args.max_connections_per_client,
+            audit.clone(),
+        );
         let mut dns_server = dns::start(
             resolver.clone(),
             audit.clone(),
@@ -185,19 +190,22 @@ impl Prepared {
             pins,
             upstream: upstream.clone(),
             audit: audit.clone(),
-            connections: connections.clone(),
+            admission: admission.clone(),
         });
         let proxy = Arc::new(Proxy::new(
             handle.clone(),
             Connector::new(upstream.clone()),
             audit,
-            Duration::from_secs(args.upstream_idle_seconds),
+            Bounds {
+                upstream_idle: Duration::from_secs(args.upstream_idle_seconds),
+                max_request_body: args.max_request_body_bytes,
+            },
         ));
         let listeners = Arc::new(Listeners {
             proxy,
             upstream,
             leaves,
-            connections,
+            admission,
         });
 
         // Spawn.
@@ -232,9 +240,10 @@ impl Prepared {
             task.abort();
         }
         let _ = dns_server.shutdown_gracefully().await;
-        let drain = Duration::from_secs(args.drain_seconds);
-        let all = u32::try_from(args.max_connections).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(drain, listeners.connections.acquire_many(all)).await;
+        listeners
+            .admission
+            .drain(Duration::from_secs(args.drain_seconds))
+            .await;
         Ok(())
     }
 }

@@ -811,13 +811,22 @@ fn worker_threads_sets_the_size_of_the_runtime() {
     if !bottleneck_lab::require_root("worker_threads_sets_the_size_of_the_runtime") {
         return;
     }
-    let workers = |bottle: &Bottle| {
+    // A thread names itself once it first runs, which on a loaded machine can be after
+    // "ready": wait (bounded) for the expected count rather than reading it once.
+    let workers = |bottle: &Bottle, expected: usize| {
         let pid = bottle.gateway.as_ref().unwrap().id();
-        std::fs::read_dir(format!("/proc/{pid}/task"))
-            .unwrap()
-            .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
-            .filter(|comm| comm.trim() == "tokio-rt-worker")
-            .count()
+        let count = || {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .unwrap()
+                .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+                .filter(|comm| comm.trim() == "tokio-rt-worker")
+                .count()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while count() != expected && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        count()
     };
     let one = Bottle::start_with_args(POLICY, &[("LAB_TOKEN", SECRET)], &["--worker-threads", "1"]);
     let out = one.curl(&[
@@ -826,9 +835,9 @@ fn worker_threads_sets_the_size_of_the_runtime() {
         "https://allowed.test/echo",
     ]);
     assert!(out.stdout_str().ends_with("200 2"), "{out:?}");
-    assert_eq!(workers(&one), 1);
+    assert_eq!(workers(&one, 1), 1);
     drop(one);
     let three =
         Bottle::start_with_args(POLICY, &[("LAB_TOKEN", SECRET)], &["--worker-threads", "3"]);
-    assert_eq!(workers(&three), 3);
+    assert_eq!(workers(&three, 3), 3);
 }
