@@ -9,7 +9,7 @@
 //! gateway namespace; nothing reaches the machine's network.
 //!
 //! Two adaptations, both reported:
-//! * httpjail writes `/etc/netns/<jail>/resolv.conf` (naming 8.8.8.8). To keep the
+//! * httpjail writes `/etc/netns/<jail>/resolv.conf` (naming a public resolver). To keep the
 //!   machine's files untouched it runs under an overlay of `/etc` (upper layer on a tmpfs
 //!   in its private mount namespace), with the lab's resolv.conf, hosts and nsswitch.conf
 //!   bound on top, so its proxy resolves through the lab's DNS only; the load generator

@@ -52,9 +52,6 @@ const GW_CA: &str = "/var/lib/bottleneck/ca";
 const GW_AUDIT: &str = "/var/log/bottleneck";
 /// Where the agent container sees the CA certificate.
 const AGENT_CA: &str = "/etc/bottleneck-ca";
-/// The resolver the gateway uses when neither `--gateway-dns` nor the policy names one:
-/// the seed spike's (the NAT network's gateway did not resolve).
-pub const DEFAULT_GATEWAY_DNS: &str = "1.1.1.1";
 
 /// The names of one bottle's resources.
 #[derive(Debug, Clone, PartialEq, Eq)]

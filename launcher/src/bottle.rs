@@ -65,6 +65,11 @@ pub enum ConfigError {
         /// The path that is missing.
         path: String,
     },
+    /// The apple backend has no resolver to give the gateway container.
+    #[error(
+        "the apple backend needs a resolver for the gateway: the policy has no `dns.upstream` and no --gateway-dns was given\n  hint: add `dns: {{upstream: [IP]}}` to the policy, or pass --gateway-dns IP (the NAT network's own gateway does not resolve)"
+    )]
+    NoGatewayResolver,
     /// A bad `--name`.
     #[error(
         "--name {0}: a bottle name has 1-11 characters, lowercase letters, digits and `-`, and starts with a letter"

@@ -131,8 +131,9 @@ pub struct RunArgs {
     #[arg(long, default_value = "bottleneck-gateway:latest")]
     pub gateway_image: String,
     /// The resolver the gateway container uses for itself (default: the policy's first
-    /// `dns.upstream`; apple backend: else 1.1.1.1, as the Apple Container spike verified:
-    /// the NAT network's own gateway did not resolve; podman/docker: else the engine's).
+    /// `dns.upstream`; podman/docker: else the engine's; apple backend: one of the two is
+    /// required, as the Apple Container spike found the NAT network's own gateway does not
+    /// resolve).
     #[arg(long, value_name = "IP")]
     pub gateway_dns: Option<String>,
     /// Seconds to wait for the gateway to be ready.

@@ -210,14 +210,17 @@ fn run_apple(
         Ok(p) => p,
         Err(e) => return config_error(err, &e),
     };
+    let Some(gateway_dns) = args
+        .gateway_dns
+        .clone()
+        .or_else(|| policy.dns_upstream().first().map(|a| a.ip().to_string()))
+    else {
+        return config_error(err, &ConfigError::NoGatewayResolver);
+    };
     let options = apple::AppleOptions {
         image: args.image.clone(),
         gateway_image: args.gateway_image.clone(),
-        gateway_dns: args
-            .gateway_dns
-            .clone()
-            .or_else(|| policy.dns_upstream().first().map(|a| a.ip().to_string()))
-            .unwrap_or_else(|| apple::DEFAULT_GATEWAY_DNS.into()),
+        gateway_dns,
         interactive: std::io::IsTerminal::is_terminal(&std::io::stdin()),
     };
     if args.dry_run {

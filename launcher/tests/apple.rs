@@ -362,6 +362,42 @@ fn a_gateway_that_reports_an_error_fails_the_run_at_once() {
 }
 
 #[test]
+fn a_policy_without_a_resolver_is_a_configuration_error_before_anything_is_called() {
+    if !fake_available(
+        "a_policy_without_a_resolver_is_a_configuration_error_before_anything_is_called",
+    ) {
+        return;
+    }
+    let world = World::new("nodns");
+    fs::write(
+        world.path("policy.yaml"),
+        "version: 1\nroutes:\n  - host: api.example.com\n    auth: {scheme: Bearer, token_ref: API_KEY}\n",
+    )
+    .unwrap();
+    let args = run_args(&world);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = world.bottleneck(&args, &[("API_KEY", SECRET)]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("dns.upstream") && stderr.contains("--gateway-dns"),
+        "{stderr}"
+    );
+    assert!(world.calls().is_empty(), "{:?}", world.calls());
+
+    // --gateway-dns supplies it.
+    let mut args = run_args(&world);
+    args.insert(1, "--gateway-dns=203.0.113.54".into());
+    args.insert(1, "--dry-run".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = world.bottleneck(&args, &[("API_KEY", SECRET)]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("--dns 203.0.113.54"),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn a_stopped_container_system_is_a_configuration_error_before_anything_is_created() {
     if !fake_available(
         "a_stopped_container_system_is_a_configuration_error_before_anything_is_created",
