@@ -31,11 +31,20 @@ fuzz_target!(|data: &[u8]| {
     let result = walk(&start, qtype, &message.answers, &gate, 0);
     let mut chain = vec![name_key(&start)];
     chain.extend(result.names.iter().cloned());
-    assert!(chain.iter().all(|n| gate(n).allowed), "a denied name on the chain");
+    assert!(
+        chain.iter().all(|n| gate(n).allowed),
+        "a denied name on the chain"
+    );
     for record in &result.records {
-        assert!(chain.contains(&name_key(&record.name)), "a record off the chain");
+        assert!(
+            chain.contains(&name_key(&record.name)),
+            "a record off the chain"
+        );
         if let RData::CNAME(target) = &record.data {
-            assert!(gate(&name_key(&target.0)).allowed, "a CNAME to a denied name");
+            assert!(
+                gate(&name_key(&target.0)).allowed,
+                "a CNAME to a denied name"
+            );
         }
     }
     match result.end {

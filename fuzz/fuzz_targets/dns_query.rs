@@ -87,9 +87,17 @@ fuzz_target!(|data: &[u8]| {
             .handler
             .handle_request::<_, TokioTime>(&request, capture.clone()),
     );
-    let bytes = capture.0.lock().unwrap().take().expect("every parsed query is answered");
+    let bytes = capture
+        .0
+        .lock()
+        .unwrap()
+        .take()
+        .expect("every parsed query is answered");
     let reply = Message::from_vec(&bytes).expect("the response parses");
     assert_eq!(reply.metadata.id, request.metadata.id);
-    assert!(reply.answers.is_empty(), "a denied name got answers: {reply:?}");
+    assert!(
+        reply.answers.is_empty(),
+        "a denied name got answers: {reply:?}"
+    );
     assert!(bytes.len() <= 65_535);
 });

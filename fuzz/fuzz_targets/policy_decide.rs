@@ -33,23 +33,25 @@ fn policy() -> &'static Policy {
     })
 }
 
-fuzz_target!(|input: (u8, u16, String, String, String, Vec<(String, Vec<u8>)>)| {
-    let (kind, port, host, method, target, headers) = input;
-    let kind = match kind % 5 {
-        0 => Kind::Dns,
-        1 => Kind::Tls,
-        2 => Kind::Http,
-        3 => Kind::Https,
-        _ => Kind::Tcp,
-    };
-    let headers: Vec<(&str, &[u8])> = headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_slice()))
-        .collect();
-    let request = Request::http(kind, &host, port, &method, &target, &headers);
-    let decision = policy().decide(&request);
-    if decision.auth.is_some() {
-        assert!(decision.is_allowed());
-        assert_eq!(kind, Kind::Https);
+fuzz_target!(
+    |input: (u8, u16, String, String, String, Vec<(String, Vec<u8>)>)| {
+        let (kind, port, host, method, target, headers) = input;
+        let kind = match kind % 5 {
+            0 => Kind::Dns,
+            1 => Kind::Tls,
+            2 => Kind::Http,
+            3 => Kind::Https,
+            _ => Kind::Tcp,
+        };
+        let headers: Vec<(&str, &[u8])> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .collect();
+        let request = Request::http(kind, &host, port, &method, &target, &headers);
+        let decision = policy().decide(&request);
+        if decision.auth.is_some() {
+            assert!(decision.is_allowed());
+            assert_eq!(kind, Kind::Https);
+        }
     }
-});
+);

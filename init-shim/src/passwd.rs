@@ -94,6 +94,12 @@ fn parse_id(text: &str, spec: &str) -> Result<u32, LookupError> {
     }
 }
 
+/// An id field of /etc/passwd or /etc/group. (uid_t)-1 is refused there as in a spec:
+/// `setresuid(-1, ...)` would leave the shim's own (root) id in place.
+fn file_id(text: &str) -> Option<u32> {
+    text.parse::<u32>().ok().filter(|&id| id != u32::MAX)
+}
+
 /// One line of `/etc/passwd`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PasswdEntry {
@@ -187,11 +193,11 @@ fn parse_passwd_line(line: &str) -> Option<Result<PasswdEntry, (String, &'static
     if name.is_empty() {
         return Some(Err((name, "empty user name")));
     }
-    let Ok(uid) = fields[2].parse::<u32>() else {
-        return Some(Err((name, "the uid is not a number")));
+    let Some(uid) = file_id(fields[2]) else {
+        return Some(Err((name, "the uid is not a number below 4294967295")));
     };
-    let Ok(gid) = fields[3].parse::<u32>() else {
-        return Some(Err((name, "the gid is not a number")));
+    let Some(gid) = file_id(fields[3]) else {
+        return Some(Err((name, "the gid is not a number below 4294967295")));
     };
     Some(Ok(PasswdEntry {
         name,
@@ -222,7 +228,7 @@ pub fn parse_group(text: &str) -> Vec<GroupEntry> {
             if fields.len() != 4 || fields[0].is_empty() {
                 return None;
             }
-            let gid = fields[2].parse::<u32>().ok()?;
+            let gid = file_id(fields[2])?;
             let members = fields[3]
                 .split(',')
                 .map(str::trim)
@@ -387,7 +393,7 @@ dup:x:1000:node
             LookupError::Malformed {
                 name: "alsobroken".into(),
                 line: 6,
-                reason: "the uid is not a number"
+                reason: "the uid is not a number below 4294967295"
             }
         );
         assert!(err.to_string().contains("line 6"), "{err}");
@@ -397,6 +403,34 @@ dup:x:1000:node
             matches!(err, LookupError::Malformed { line: 1, .. }),
             "{err}"
         );
+    }
+
+    /// Found by the shim_passwd fuzz target: (uid_t)-1 in a file line was taken as an id,
+    /// which setresuid reads as "unchanged" (the shim's root) and only the later check of
+    /// the dropped ids caught, after the network was set up.
+    #[test]
+    fn an_id_of_4294967295_in_passwd_or_group_is_malformed_not_unchanged() {
+        let err = resolve(
+            "node:x:4294967295:1000::/home/node:/bin/sh\n",
+            "",
+            &spec("node"),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, LookupError::Malformed { line: 1, .. }),
+            "{err}"
+        );
+        let err = resolve(
+            "node:x:1000:4294967295::/home/node:/bin/sh\n",
+            "",
+            &spec("node"),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, LookupError::Malformed { line: 1, .. }),
+            "{err}"
+        );
+        assert!(parse_group("bad:x:4294967295:node\n").is_empty());
     }
 
     #[test]
