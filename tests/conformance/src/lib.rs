@@ -1,12 +1,15 @@
 //! Support for the conformance matrix and the load and fault tests: the real
 //! `bottleneck-gateway` started in a lab (found next to the test executable), clients run
 //! in the agent namespace, snapshots of what the wan received, canary listeners that
-//! catch any dial of the gateway to itself, and a bounded load generator.
+//! catch any dial of the gateway to itself, a bounded load generator (HTTP/1.1 and h2,
+//! IPv4 and IPv6, transparent or through the explicit proxy), and the real
+//! `bottleneck-init` with a neighbour host on the agent network for the shim cells.
 
 // Test support code: a failed setup is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod load;
+pub mod shim;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -131,13 +134,16 @@ impl Bottle {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
     }
 
-    /// A load target: transparent HTTPS to `host` (SNI and Host), connecting to the
-    /// origin's address; the agent trusts the bottle CA.
+    /// A load target: transparent HTTPS/1.1 to `host` (SNI and Host), connecting to the
+    /// origin's IPv4 address; the agent trusts the bottle CA. Change the fields for h2,
+    /// IPv6 or the explicit proxy.
     pub fn https_target(&self, host: &str) -> load::Target {
         load::Target {
             addr: SocketAddr::from((bottleneck_lab::addr::ORIGIN_V4, 443)),
             host: host.to_owned(),
             tls: true,
+            h2: false,
+            route: load::Route::Transparent,
             ca_pem: std::fs::read(&self.ca_pem).unwrap(),
         }
     }
