@@ -8,7 +8,8 @@
 //!    subnet of the interface ([`net`], read over netlink). Any problem: exit
 //!    [`EXIT_CONFIG`] with a message, nothing changed.
 //! 2. [`Ready::setup`] routes everything through the gateway and narrows the connected
-//!    route ([`net`]), names the gateway in resolv.conf ([`resolv`]), installs the CA
+//!    route ([`net`]), drops broadcast and multicast on the way out ([`egress_filter`]),
+//!    names the gateway in resolv.conf ([`resolv`]), installs the CA
 //!    ([`trust`]), closes the netlink runtime, then drops every privilege and proves it
 //!    ([`privilege`]). A failure here exits [`EXIT_SETUP`]; the agent never runs.
 //! 3. [`Started::run`] forks; the child execs the agent ([`agent`] builds its command
@@ -24,6 +25,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod egress_filter;
 pub mod files;
 pub mod net;
 pub mod passwd;
@@ -64,6 +66,9 @@ pub enum Error {
     /// Configuring the network failed.
     #[error("network setup failed: {0}")]
     Net(#[source] NetError),
+    /// Installing the broadcast/multicast egress filter failed.
+    #[error("network setup failed: {0}")]
+    Filter(#[from] egress_filter::FilterError),
     /// Writing resolv.conf failed.
     #[error(transparent)]
     Resolv(#[from] ResolvError),
@@ -218,6 +223,7 @@ impl Ready {
             for w in applied?.warnings {
                 warn(&w);
             }
+            egress_filter::install(&plan.iface.v4)?;
             resolv::install(Path::new(resolv::RESOLV_CONF), plan.gateway)?;
             if let Some(cas) = &cas {
                 let installed = trust::install(cas, &trust::SYSTEM_BUNDLES, &config.trust_dir)?;
