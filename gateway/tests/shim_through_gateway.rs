@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 use bottleneck_lab::addr::{GATEWAY_AGENT_V4, GATEWAY_WAN_V4, GATEWAY_WAN_V6, ORIGIN_V4};
 mod common;
 
-use bottleneck_lab::{ExecOutput, Host, Lab, RequestRecord, RootSnapshot};
+use bottleneck_lab::shim::{AGENT_PATH, MachineFiles, ShimFiles, sections, shim_binary};
+use bottleneck_lab::{ExecOutput, Lab, RequestRecord, RootSnapshot};
 use common::Bottle;
 
 const POLICY: &str = r#"
@@ -38,88 +39,6 @@ dns:
   upstream: [198.51.100.53]
 allow_ranges: [198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32]
 "#;
-
-/// The agent's PATH: no directory under /root (unreadable for uid 1000).
-const AGENT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The system CA bundles the shim appends to (`bottleneck_init::trust::SYSTEM_BUNDLES`;
-/// the shim's package is not a dependency of this one).
-const SYSTEM_BUNDLES: [&str; 6] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-    "/etc/pki/tls/cert.pem",
-];
-
-/// Binds `SRC DST` pairs up to `--`, then runs the rest (as the lab's own wrapper does).
-const BIND_AND_RUN: &str = r#"while [ "$1" != -- ]; do
-  mount --bind "$1" "$2" || { echo "test: cannot bind-mount $1 over $2" >&2; exit 125; }
-  shift 2
-done
-shift
-exec "$@""#;
-
-/// `target/<profile>/bottleneck-init`, next to the directory of this test executable.
-fn shim_path() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let shim = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test executable is in target/<profile>/deps")
-        .join("bottleneck-init");
-    assert!(
-        shim.is_file(),
-        "{} is missing: run `cargo build -p bottleneck-init` first (`cargo test --workspace` \
-         builds it)",
-        shim.display()
-    );
-    shim
-}
-
-/// The system CA bundles present here, symlinks resolved, each once.
-fn system_bundles() -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = Vec::new();
-    for candidate in SYSTEM_BUNDLES {
-        if let Ok(real) = fs::canonicalize(candidate)
-            && real.is_file()
-            && !out.contains(&real)
-        {
-            out.push(real);
-        }
-    }
-    out
-}
-
-/// The machine's files the test and the shim must leave alone, byte for byte, and whether
-/// the shim's default trust directory exists.
-#[derive(Debug, PartialEq, Eq)]
-struct MachineFiles(BTreeMap<PathBuf, Option<Vec<u8>>>, bool);
-
-impl MachineFiles {
-    fn take() -> MachineFiles {
-        let mut paths: Vec<PathBuf> = [
-            "/etc/hosts",
-            "/etc/passwd",
-            "/etc/group",
-            "/etc/resolv.conf",
-            "/etc/nsswitch.conf",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
-        paths.extend(SYSTEM_BUNDLES.iter().map(PathBuf::from));
-        paths.extend(system_bundles());
-        MachineFiles(
-            paths
-                .into_iter()
-                .map(|p| (p.clone(), fs::read(&p).ok()))
-                .collect(),
-            Path::new("/etc/bottleneck").exists(),
-        )
-    }
-}
 
 /// The base64 body of a PEM certificate (to find it in a bundle whatever its framing).
 fn pem_body(pem: &str) -> String {
@@ -148,72 +67,27 @@ fn ci() -> bool {
 
 /// Per-test files bind-mounted over the machine's in the shim's mount namespace.
 struct Fixture {
-    binds: Vec<(PathBuf, PathBuf)>,
-    /// (per-test copy, the machine's bundle it stands for).
-    bundles: Vec<(PathBuf, PathBuf)>,
-    resolv: PathBuf,
-    trust_dir: PathBuf,
+    files: ShimFiles,
     /// World-writable: the agent and the test hand over through files here.
     sync_dir: PathBuf,
 }
 
 impl Fixture {
-    fn new(lab: &Lab) -> Fixture {
-        let dir = lab.dir().join("shim");
-        fs::create_dir(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        let write = |file: &str, text: &str| {
-            let p = dir.join(file);
-            fs::write(&p, text).unwrap();
-            fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
-            p
-        };
-        let home = lab.home().display().to_string();
-        let passwd = write(
-            "passwd",
-            &format!(
-                "root:x:0:0:root:/root:/bin/sh\n\
-                 node:x:1000:1000:node:{home}:/bin/sh\n\
-                 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-            ),
-        );
-        let group = write("group", "root:x:0:\nnode:x:1000:\nnogroup:x:65534:\n");
-        let resolv = write(
-            "resolv.conf",
-            &fs::read_to_string(lab.resolv_conf_path(Host::Agent)).unwrap(),
-        );
+    fn new(lab: &Lab, ca_file: &Path) -> Fixture {
+        let mut files = ShimFiles::new(lab, "shim", ca_file).unwrap();
         // No DNS on the gateway yet: the agent's names come from this file alone.
-        let hosts = write(
-            "hosts",
-            &format!(
-                "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n\
-                 {ORIGIN_V4} allowed.test other.allowed.test denied.test\n"
-            ),
-        );
-        let mut binds = vec![
-            (passwd, PathBuf::from("/etc/passwd")),
-            (group, PathBuf::from("/etc/group")),
-            (resolv.clone(), PathBuf::from("/etc/resolv.conf")),
-            (hosts, PathBuf::from("/etc/hosts")),
-        ];
-        let mut bundles = Vec::new();
-        for (i, bundle) in system_bundles().into_iter().enumerate() {
-            let copy = dir.join(format!("bundle-{i}.pem"));
-            fs::copy(&bundle, &copy).unwrap();
-            fs::set_permissions(&copy, fs::Permissions::from_mode(0o644)).unwrap();
-            binds.push((copy.clone(), bundle.clone()));
-            bundles.push((copy, bundle));
-        }
-        let sync_dir = dir.join("sync");
-        fs::create_dir(&sync_dir).unwrap();
-        fs::set_permissions(&sync_dir, fs::Permissions::from_mode(0o1777)).unwrap();
-        Fixture {
-            binds,
-            bundles,
-            resolv,
-            trust_dir: dir.join("trust"),
-            sync_dir,
-        }
+        let hosts = files
+            .write(
+                "hosts",
+                &format!(
+                    "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n\
+                     {ORIGIN_V4} allowed.test other.allowed.test denied.test\n"
+                ),
+            )
+            .unwrap();
+        files.bind(hosts, "/etc/hosts");
+        let sync_dir = files.subdir("sync", 0o1777).unwrap();
+        Fixture { files, sync_dir }
     }
 
     /// Makes `binary` executable by the agent at a path it can reach: the binary itself if
@@ -222,32 +96,15 @@ impl Fixture {
         if executable_by_others(binary) {
             return binary.to_owned();
         }
-        let bin = self.sync_dir.parent().unwrap().join("bin");
+        let bin = self.files.dir.join("bin");
         fs::create_dir_all(&bin).unwrap();
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
         let target = bin.join(name);
         fs::write(&target, b"").unwrap();
         fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
-        self.binds.push((binary.to_owned(), target.clone()));
+        self.files.bind(binary, target.clone());
         target
     }
-}
-
-/// The sections of an output separated by lines `==NAME==`.
-fn sections(text: &str) -> BTreeMap<String, String> {
-    let mut map = BTreeMap::new();
-    let mut current = String::from("head");
-    for line in text.lines() {
-        if let Some(name) = line.strip_prefix("==").and_then(|l| l.strip_suffix("==")) {
-            current = name.to_owned();
-            map.entry(current.clone()).or_insert_with(String::new);
-            continue;
-        }
-        let entry: &mut String = map.entry(current.clone()).or_default();
-        entry.push_str(line);
-        entry.push('\n');
-    }
-    map
 }
 
 /// One HTTPS client the agent runs: its section name, the query that marks its request
@@ -312,7 +169,7 @@ fn an_agent_started_by_the_shim_reaches_allowed_hosts_through_the_gateway_trusti
         return;
     }
     let started = Instant::now();
-    let shim = shim_path();
+    let shim = shim_binary().unwrap_or_else(|e| panic!("{e}"));
     let machine = MachineFiles::take();
     let root = RootSnapshot::take().expect("root snapshot");
 
@@ -321,7 +178,7 @@ fn an_agent_started_by_the_shim_reaches_allowed_hosts_through_the_gateway_trusti
     let lab = &bottle.lab;
     let bottle_ca = fs::read_to_string(&bottle.ca_pem).expect("the gateway wrote its CA");
     let ca_body = pem_body(&bottle_ca);
-    let mut fx = Fixture::new(lab);
+    let mut fx = Fixture::new(lab, &bottle.ca_pem);
     let node = find_node().map(|n| fx.reachable(&n, "node"));
     let clients = clients(node.as_deref());
 
@@ -350,28 +207,11 @@ fn an_agent_started_by_the_shim_reaches_allowed_hosts_through_the_gateway_trusti
     );
 
     let before = lab.https().requests();
-    let mut argv: Vec<String> = vec![
-        "sh".into(),
-        "-c".into(),
-        BIND_AND_RUN.into(),
-        "shim-through-gateway".into(),
-    ];
-    for (src, dst) in &fx.binds {
-        argv.push(src.display().to_string());
-        argv.push(dst.display().to_string());
-    }
-    argv.push("--".into());
-    argv.extend(["unshare", "--pid", "--fork", "--mount-proc"].map(String::from));
-    argv.push(shim.display().to_string());
-    argv.extend(["--", "sh", "-c"].map(String::from));
-    argv.push(script);
     let agent_started = Instant::now();
-    let mut agent = lab
-        .command(Host::Agent, &argv)
+    let mut agent = fx
+        .files
+        .command(lab, &shim, &["sh", "-c", &script])
         .env("PATH", AGENT_PATH)
-        .env("BOTTLENECK_GATEWAY", GATEWAY_AGENT_V4.to_string())
-        .env("BOTTLENECK_CA_FILE", &bottle.ca_pem)
-        .env("BOTTLENECK_TRUST_DIR", &fx.trust_dir)
         .env("BOTTLENECK_USER", "node")
         .timeout(Duration::from_secs(120))
         .spawn()
@@ -388,7 +228,7 @@ fn an_agent_started_by_the_shim_reaches_allowed_hosts_through_the_gateway_trusti
         std::thread::sleep(Duration::from_millis(10));
     }
     let setup = agent_started.elapsed();
-    for (copy, original) in &fx.bundles {
+    for (copy, original) in &fx.files.bundles {
         assert!(
             pem_body(&fs::read_to_string(copy).unwrap()).contains(&ca_body),
             "the shim did not add the CA to {}",
@@ -427,7 +267,7 @@ fn an_agent_started_by_the_shim_reaches_allowed_hosts_through_the_gateway_trusti
         .collect();
     assert!(proxies.is_empty(), "proxy variables: {proxies:?}");
     assert!(!env.keys().any(|k| k.starts_with("BOTTLENECK_")), "{env:?}");
-    let bundle = fx.trust_dir.join("ca-bundle.crt");
+    let bundle = fx.files.trust_dir.join("ca-bundle.crt");
     for var in [
         "SSL_CERT_FILE",
         "CURL_CA_BUNDLE",
@@ -441,7 +281,7 @@ fn an_agent_started_by_the_shim_reaches_allowed_hosts_through_the_gateway_trusti
         );
     }
     assert!(pem_body(&fs::read_to_string(&bundle).unwrap()).contains(&ca_body));
-    for (copy, original) in &fx.bundles {
+    for (copy, original) in &fx.files.bundles {
         assert!(
             !pem_body(&fs::read_to_string(copy).unwrap()).contains(&ca_body),
             "{} still held the CA while the clients ran",
@@ -450,7 +290,7 @@ fn an_agent_started_by_the_shim_reaches_allowed_hosts_through_the_gateway_trusti
     }
     // The shim pointed the agent's resolver at the gateway (through the bind mount).
     assert!(
-        fs::read_to_string(&fx.resolv)
+        fs::read_to_string(&fx.files.resolv)
             .unwrap()
             .contains(&format!("nameserver {GATEWAY_AGENT_V4}\n"))
     );
@@ -507,7 +347,7 @@ fn an_agent_started_by_the_shim_reaches_allowed_hosts_through_the_gateway_trusti
     );
 
     drop(bottle);
-    assert_eq!(MachineFiles::take(), machine, "the machine's files changed");
+    machine.check_unchanged().unwrap_or_else(|e| panic!("{e}"));
     let diff = root.diff(&RootSnapshot::take().expect("root snapshot"));
     assert!(diff.is_empty(), "the machine changed: {diff:#?}");
     eprintln!(

@@ -34,6 +34,9 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::files;
 
 /// System CA bundles, in order of preference for the combined bundle.
+///
+/// The lab crate's shim fixture keeps a copy (`bottleneck_lab::shim::SYSTEM_BUNDLES`); a
+/// unit test here checks that the two stay equal.
 pub const SYSTEM_BUNDLES: [&str; 6] = [
     // Debian, Ubuntu, Alpine (ca-certificates), Arch (via symlink).
     "/etc/ssl/certs/ca-certificates.crt",
@@ -598,6 +601,17 @@ mod tests {
         assert!(
             vars.iter()
                 .all(|(_, p)| p == Path::new("/etc/bottleneck/ca-bundle.crt"))
+        );
+    }
+
+    /// The lab crate keeps a copy of [`SYSTEM_BUNDLES`] for its shim fixture (it cannot
+    /// depend on this crate); this list is the source of truth.
+    #[test]
+    fn the_lab_fixture_knows_the_same_system_bundles() {
+        assert_eq!(SYSTEM_BUNDLES, bottleneck_lab::shim::SYSTEM_BUNDLES);
+        assert_eq!(
+            find_system_bundles(&SYSTEM_BUNDLES),
+            bottleneck_lab::shim::system_bundles()
         );
     }
 }

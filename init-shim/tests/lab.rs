@@ -5,155 +5,55 @@
 //! `Lab::command` gives every command. The files it reads or writes are bind-mounted
 //! there from per-test copies: /etc/passwd and /etc/group (with a `node` user, uid 1000),
 //! /etc/resolv.conf and every system CA bundle the machine has; its trust directory is a
-//! per-test directory. Every test checks at its end that the machine's own copies of
-//! those files are byte-identical and that no temporary file was left next to them.
+//! per-test directory (the lab's `ShimFiles`). Every test checks at its end that the
+//! machine's own copies of those files are byte-identical and that no temporary file was
+//! left next to them (the lab's `MachineFiles`).
 
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bottleneck_init::trust::SYSTEM_BUNDLES;
+use bottleneck_lab::shim::{
+    MachineFiles, NEW_PID_NAMESPACE, ShimFiles, UNDO_ATTEMPTS, undo_attempts_script,
+};
 use bottleneck_lab::{Exec, ExecOutput, GatewayMode, Host, Lab, require_root};
 
 const SHIM: &str = env!("CARGO_BIN_EXE_bottleneck-init");
-const GATEWAY: &str = "198.18.0.1";
 const GATEWAY6: &str = "2001:db8:a::1";
 
-/// Binds `SRC DST` pairs up to `--`, then runs the rest (as the lab's own wrapper does).
-const BIND_AND_RUN: &str = r#"while [ "$1" != -- ]; do
-  mount --bind "$1" "$2" || { echo "test: cannot bind-mount $1 over $2" >&2; exit 125; }
-  shift 2
-done
-shift
-exec "$@""#;
-
-/// The machine's files the shim would touch, to prove they stay byte-identical.
-struct MachineFiles {
-    files: BTreeMap<PathBuf, Option<Vec<u8>>>,
-    dirs: BTreeMap<PathBuf, Vec<String>>,
-}
-
-impl MachineFiles {
-    fn take() -> MachineFiles {
-        let mut paths: Vec<PathBuf> = ["/etc/passwd", "/etc/group", "/etc/resolv.conf"]
-            .iter()
-            .map(PathBuf::from)
-            .collect();
-        paths.extend(SYSTEM_BUNDLES.iter().map(PathBuf::from));
-        paths.extend(system_bundles());
-        let files = paths
-            .iter()
-            .map(|p| (p.clone(), fs::read(p).ok()))
-            .collect();
-        let mut dirs = BTreeMap::new();
-        for p in &paths {
-            if let Some(dir) = p.parent() {
-                let mut names: Vec<String> = fs::read_dir(dir)
-                    .map(|rd| {
-                        rd.filter_map(|e| e.ok())
-                            .map(|e| e.file_name().to_string_lossy().into_owned())
-                            .filter(|n| n.contains("bottleneck"))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                names.sort();
-                dirs.insert(dir.to_owned(), names);
-            }
-        }
-        dirs.insert(PathBuf::from("/etc/bottleneck"), vec![]);
-        MachineFiles { files, dirs }
-    }
-
-    fn assert_unchanged(&self) {
-        let now = MachineFiles::take();
-        for (path, before) in &self.files {
-            assert!(
-                now.files.get(path) == Some(before),
-                "the machine's {} changed",
-                path.display()
-            );
-        }
-        assert_eq!(now.dirs, self.dirs, "files named *bottleneck* appeared");
-        assert!(
-            !Path::new("/etc/bottleneck").exists(),
-            "/etc/bottleneck was created"
-        );
-    }
-}
-
-/// The machine's system CA bundles (resolved through symlinks, each once).
-fn system_bundles() -> Vec<PathBuf> {
-    bottleneck_init::trust::find_system_bundles(&SYSTEM_BUNDLES)
+/// Panics unless the machine's own files are as in `machine` and `/etc/bottleneck` does
+/// not exist.
+fn assert_unchanged(machine: &MachineFiles) {
+    machine.check_unchanged().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !Path::new("/etc/bottleneck").exists(),
+        "/etc/bottleneck was created"
+    );
 }
 
 /// A per-test directory with the files bind-mounted over the machine's.
 struct Fixture {
-    dir: PathBuf,
-    binds: Vec<(PathBuf, PathBuf)>,
+    files: ShimFiles,
     /// World-writable: the agent creates `ran` here if it runs at all.
     marker_dir: PathBuf,
-    trust_dir: PathBuf,
-    resolv: PathBuf,
-    bundles: Vec<(PathBuf, PathBuf)>,
-    ca_file: PathBuf,
 }
 
 impl Fixture {
     fn new(lab: &Lab, name: &str) -> Fixture {
-        let dir = lab.dir().join(format!("init-{name}"));
-        fs::create_dir(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        let write = |file: &str, text: &str| {
-            let p = dir.join(file);
-            fs::write(&p, text).unwrap();
-            fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
-            p
-        };
-        let home = lab.home().display().to_string();
-        let passwd = write(
-            "passwd",
-            &format!(
-                "root:x:0:0:root:/root:/bin/sh\n\
-                 node:x:1000:1000:node:{home}:/bin/sh\n\
-                 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-            ),
-        );
-        let group = write(
-            "group",
-            "root:x:0:\nnode:x:1000:\nagents:x:1500:other,node\nnogroup:x:65534:\n",
-        );
-        let resolv = write(
-            "resolv.conf",
-            &fs::read_to_string(lab.resolv_conf_path(Host::Agent)).unwrap(),
-        );
-        let mut binds = vec![
-            (passwd, PathBuf::from("/etc/passwd")),
-            (group, PathBuf::from("/etc/group")),
-            (resolv.clone(), PathBuf::from("/etc/resolv.conf")),
-        ];
-        let mut bundles = Vec::new();
-        for (i, bundle) in system_bundles().into_iter().enumerate() {
-            let copy = dir.join(format!("bundle-{i}.pem"));
-            fs::copy(&bundle, &copy).unwrap();
-            binds.push((copy.clone(), bundle.clone()));
-            bundles.push((copy, bundle));
-        }
-        let marker_dir = dir.join("marker");
-        fs::create_dir(&marker_dir).unwrap();
-        fs::set_permissions(&marker_dir, fs::Permissions::from_mode(0o1777)).unwrap();
-        Fixture {
-            trust_dir: dir.join("trust"),
-            ca_file: lab.ca_pem_path().to_owned(),
-            dir,
-            binds,
-            marker_dir,
-            resolv,
-            bundles,
-        }
+        let files = ShimFiles::with_groups(
+            lab,
+            &format!("init-{name}"),
+            lab.ca_pem_path(),
+            &["agents:x:1500:other,node"],
+        )
+        .unwrap();
+        let marker_dir = files.subdir("marker", 0o1777).unwrap();
+        Fixture { files, marker_dir }
     }
 
     fn marker(&self) -> PathBuf {
@@ -188,17 +88,12 @@ impl<'a> Run<'a> {
         Run {
             lab,
             fx,
-            env: vec![
-                ("BOTTLENECK_GATEWAY".into(), GATEWAY.into()),
-                (
-                    "BOTTLENECK_CA_FILE".into(),
-                    fx.ca_file.display().to_string(),
-                ),
-                (
-                    "BOTTLENECK_TRUST_DIR".into(),
-                    fx.trust_dir.display().to_string(),
-                ),
-            ],
+            env: fx
+                .files
+                .env()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
             args: Vec::new(),
             pid1: true,
             prefix: Vec::new(),
@@ -257,17 +152,7 @@ impl<'a> Run<'a> {
     }
 
     fn command<S: AsRef<str>>(self, agent: &[S]) -> Exec {
-        let mut argv: Vec<String> = vec![
-            "sh".into(),
-            "-c".into(),
-            BIND_AND_RUN.into(),
-            "bninit-test".into(),
-        ];
-        for (src, dst) in &self.fx.binds {
-            argv.push(src.display().to_string());
-            argv.push(dst.display().to_string());
-        }
-        argv.push("--".into());
+        let mut argv: Vec<String> = Vec::new();
         if !self.before.is_empty() {
             argv.extend([
                 "sh".into(),
@@ -277,7 +162,7 @@ impl<'a> Run<'a> {
             ]);
         }
         if self.pid1 {
-            argv.extend(["unshare", "--pid", "--fork", "--mount-proc"].map(String::from));
+            argv.extend(NEW_PID_NAMESPACE.map(String::from));
         }
         argv.extend(self.prefix);
         argv.push(SHIM.into());
@@ -286,7 +171,7 @@ impl<'a> Run<'a> {
         argv.extend(agent.iter().map(|a| a.as_ref().to_owned()));
         let mut exec = self
             .lab
-            .command(Host::Agent, &argv)
+            .command(Host::Agent, &self.fx.files.bind_and_run(&argv))
             .timeout(Duration::from_secs(30));
         for (k, v) in &self.env {
             exec = exec.env(k, v);
@@ -321,21 +206,8 @@ impl std::ops::Index<&str> for Sections {
 }
 
 fn sections(out: &ExecOutput) -> Sections {
-    let mut map = BTreeMap::new();
-    let mut current = String::from("head");
-    let text = out.stdout_str();
-    for line in text.lines() {
-        if let Some(name) = line.strip_prefix("==").and_then(|l| l.strip_suffix("==")) {
-            current = name.to_owned();
-            map.entry(current.clone()).or_insert_with(String::new);
-            continue;
-        }
-        let entry: &mut String = map.entry(current.clone()).or_default();
-        entry.push_str(line);
-        entry.push('\n');
-    }
     Sections {
-        map,
+        map: bottleneck_lab::shim::sections(&out.stdout_str()),
         all: format!("{out:?}"),
     }
 }
@@ -446,7 +318,7 @@ fn full_setup_drops_everything_and_routes_through_the_gateway() {
     let resolv = &s["resolv"];
     assert!(resolv.contains("nameserver 198.18.0.1\n"), "{resolv}");
     assert_eq!(resolv.matches("nameserver").count(), 1, "{resolv}");
-    assert_eq!(fs::read_to_string(&fx.resolv).unwrap(), *resolv);
+    assert_eq!(fs::read_to_string(&fx.files.resolv).unwrap(), *resolv);
 
     // Environment: the CA variables name a bundle with the CA; no BOTTLENECK_*.
     let env = &s["env"];
@@ -459,7 +331,7 @@ fn full_setup_drops_everything_and_routes_through_the_gateway() {
         env.contains("USER=node\n") && env.contains("LOGNAME=node\n"),
         "{env}"
     );
-    let bundle = fx.trust_dir.join("ca-bundle.crt");
+    let bundle = fx.files.trust_dir.join("ca-bundle.crt");
     let ca_body = pem_body(lab.ca().cert_pem());
     for var in [
         "NODE_EXTRA_CA_CERTS",
@@ -481,7 +353,7 @@ fn full_setup_drops_everything_and_routes_through_the_gateway() {
         "CA not in the bundle"
     );
     // ... and the system bundle (the per-test copy) got it too, the machine's did not.
-    for (copy, original) in &fx.bundles {
+    for (copy, original) in &fx.files.bundles {
         let copy_text = fs::read_to_string(copy).unwrap();
         assert!(
             pem_body(&copy_text).contains(&ca_body),
@@ -496,7 +368,7 @@ fn full_setup_drops_everything_and_routes_through_the_gateway() {
     assert!(out.stderr_str().is_empty(), "{out:?}");
 
     drop(lab);
-    machine.assert_unchanged();
+    assert_unchanged(&machine);
 }
 
 #[test]
@@ -549,7 +421,7 @@ fn every_other_route_out_and_every_other_default_is_removed() {
     let get = &s["get"];
     assert_eq!(get.matches("via 198.18.0.1 dev eth0").count(), 2, "{get}");
     drop(lab);
-    machine.assert_unchanged();
+    assert_unchanged(&machine);
 }
 
 #[test]
@@ -561,10 +433,10 @@ fn the_agent_cannot_undo_the_setup() {
     let lab = Lab::new(GatewayMode::Router).expect("lab");
     let fx = Fixture::new(&lab, "undo");
     // A setuid-root copy of cat, and a copy of ip with file capabilities.
-    let suid = fx.dir.join("suid-cat");
+    let suid = fx.files.dir.join("suid-cat");
     fs::copy("/bin/cat", &suid).unwrap();
     fs::set_permissions(&suid, fs::Permissions::from_mode(0o4755)).unwrap();
-    let fcaps = fx.dir.join("ip-netadmin");
+    let fcaps = fx.files.dir.join("ip-netadmin");
     fs::copy(
         which("ip").unwrap_or_else(|| PathBuf::from("/usr/sbin/ip")),
         &fcaps,
@@ -599,18 +471,11 @@ fn the_agent_cannot_undo_the_setup() {
     };
 
     let script = format!(
-        "ip route replace default via 198.18.0.3; echo route_replace=$?; \
-         ip route del 198.18.0.1 dev eth0; echo route_del=$?; \
-         ip link set eth0 down; echo link_down=$?; \
-         (echo nameserver 203.0.113.53 >> /etc/resolv.conf) 2>/dev/null; echo resolv_append=$?; \
-         (echo nameserver 203.0.113.53 > /etc/resolv.tmp) 2>/dev/null; echo etc_create=$?; \
-         mv /etc/resolv.conf /etc/resolv.old 2>/dev/null; echo resolv_move=$?; \
-         unshare -n true; echo unshare_n=$?; \
-         unshare -U -r ip route replace default via 198.18.0.3; echo userns_route=$?; \
-         echo ==userns_links==; unshare -U -r -n ip -o link; echo ==after==; \
+        "{undo}echo ==userns_links==; unshare -U -r -n ip -o link; echo ==after==; \
          setpriv --inh-caps +net_admin --ambient-caps +net_admin true; echo setpriv_ambient=$?; \
          {libcap_attempts} echo ==suid==; {suid} /proc/self/status; \
          echo ==route==; ip route",
+        undo = undo_attempts_script(Ipv4Addr::new(198, 18, 0, 3)),
         suid = suid.display(),
     );
     let out = Run::new(&lab, &fx).run(&sh(&script));
@@ -625,17 +490,8 @@ fn the_agent_cannot_undo_the_setup() {
             .parse()
             .unwrap()
     };
-    let mut attempts = vec![
-        "route_replace",
-        "route_del",
-        "link_down",
-        "resolv_append",
-        "etc_create",
-        "resolv_move",
-        "unshare_n",
-        "userns_route",
-        "setpriv_ambient",
-    ];
+    let mut attempts = UNDO_ATTEMPTS.to_vec();
+    attempts.push("setpriv_ambient");
     if libcap {
         attempts.extend(["capsh_ambient", "fcaps_route"]);
     }
@@ -680,18 +536,18 @@ fn the_agent_cannot_undo_the_setup() {
     );
     assert_eq!(s["route"].lines().count(), 2, "{}", s["route"]);
     assert!(
-        fs::read_to_string(&fx.resolv)
+        fs::read_to_string(&fx.files.resolv)
             .unwrap()
             .contains("nameserver 198.18.0.1")
     );
     assert!(
-        !fs::read_to_string(&fx.resolv)
+        !fs::read_to_string(&fx.files.resolv)
             .unwrap()
             .contains("203.0.113.53")
     );
 
     drop(lab);
-    machine.assert_unchanged();
+    assert_unchanged(&machine);
 }
 
 fn which(tool: &str) -> Option<PathBuf> {
@@ -749,7 +605,7 @@ fn ipv6_disabled_by_default_leaves_no_v6_path() {
         .unwrap();
     assert_eq!(sysctl.stdout_str().trim(), "1");
     drop(lab);
-    machine.assert_unchanged();
+    assert_unchanged(&machine);
 }
 
 #[test]
@@ -793,7 +649,7 @@ fn ipv6_route_mode_goes_through_the_gateway_only() {
     // Neighbour discovery still works with only the host route: the v6 origin answers.
     assert_eq!(s["curl"].trim(), "200", "{out:?}");
     drop(lab);
-    machine.assert_unchanged();
+    assert_unchanged(&machine);
 }
 
 #[test]
@@ -836,7 +692,7 @@ fn signals_exit_codes_and_orphans() {
     assert!(out.success(), "{out:?}");
     assert!(out.stdout_str().contains("zombies=0"), "{out:?}");
     drop(lab);
-    machine.assert_unchanged();
+    assert_unchanged(&machine);
 }
 
 #[test]
@@ -849,7 +705,7 @@ fn every_failure_exits_before_the_agent_runs() {
     let fx = Fixture::new(&lab, "fail");
     let original_routes = routes(&lab, false);
     let original_routes6 = routes(&lab, true);
-    let original_resolv = fs::read_to_string(&fx.resolv).unwrap();
+    let original_resolv = fs::read_to_string(&fx.files.resolv).unwrap();
     let leaf = lab.ca().issue(&["leaf.test"]).unwrap().cert_pem;
     let agent = fx.marking("echo the agent ran");
 
@@ -961,11 +817,11 @@ fn every_failure_exits_before_the_agent_runs() {
             "{name}: IPv6 routes changed"
         );
         assert_eq!(
-            fs::read_to_string(&fx.resolv).unwrap(),
+            fs::read_to_string(&fx.files.resolv).unwrap(),
             original_resolv,
             "{name}"
         );
-        assert!(!fx.trust_dir.exists(), "{name}: trust dir written");
+        assert!(!fx.files.trust_dir.exists(), "{name}: trust dir written");
     }
 
     // A failure after setup began (the trust directory cannot be created): exit 1, and
@@ -988,25 +844,7 @@ fn every_failure_exits_before_the_agent_runs() {
     let out = Run::new(&lab, &fx).run(&["/etc/passwd"]);
     assert_eq!(out.code(), Some(126), "{out:?}");
     drop(lab);
-    machine.assert_unchanged();
-}
-
-/// The bind-mount wrapper around `argv` (PID 1 in a new PID namespace).
-fn wrap(fx: &Fixture, argv: &[String]) -> Vec<String> {
-    let mut full: Vec<String> = vec![
-        "sh".into(),
-        "-c".into(),
-        BIND_AND_RUN.into(),
-        "bninit-test".into(),
-    ];
-    for (src, dst) in &fx.binds {
-        full.push(src.display().to_string());
-        full.push(dst.display().to_string());
-    }
-    full.push("--".into());
-    full.extend(["unshare", "--pid", "--fork", "--mount-proc"].map(String::from));
-    full.extend(argv.iter().cloned());
-    full
+    assert_unchanged(&machine);
 }
 
 #[test]
@@ -1018,7 +856,7 @@ fn drop_only_changes_nothing_but_privilege() {
     let lab = Lab::new(GatewayMode::Router).expect("lab");
     let fx = Fixture::new(&lab, "droponly");
     let original_routes = routes(&lab, false);
-    let original_resolv = fs::read_to_string(&fx.resolv).unwrap();
+    let original_resolv = fs::read_to_string(&fx.files.resolv).unwrap();
     let script = "echo ==status==; cat /proc/self/status; echo ==id==; id; \
                   echo ==try==; ip route replace default via 198.18.0.3; echo rc=$?; \
                   ip route del 198.18.0.0/24 dev eth0; echo rc=$?; \
@@ -1055,11 +893,14 @@ fn drop_only_changes_nothing_but_privilege() {
     assert!(!out.stderr_str().contains("warning"), "{out:?}");
     assert_eq!(routes(&lab, false), original_routes);
     assert_eq!(s["route"], original_routes);
-    assert_eq!(fs::read_to_string(&fx.resolv).unwrap(), original_resolv);
-    assert!(!fx.trust_dir.exists());
+    assert_eq!(
+        fs::read_to_string(&fx.files.resolv).unwrap(),
+        original_resolv
+    );
+    assert!(!fx.files.trust_dir.exists());
     assert!(!s["env"].contains("BOTTLENECK_"), "{}", s["env"]);
     assert!(!s["env"].contains("SSL_CERT_FILE"), "{}", s["env"]);
-    for (copy, original) in &fx.bundles {
+    for (copy, original) in &fx.files.bundles {
         assert_eq!(fs::read(copy).unwrap(), fs::read(original).unwrap());
     }
 
@@ -1072,7 +913,7 @@ fn drop_only_changes_nothing_but_privilege() {
         .not_pid1()
         .run(&sh("env; cat /proc/self/status"));
     assert!(out.success(), "{out:?}");
-    let bundle = fx.trust_dir.join("ca-bundle.crt");
+    let bundle = fx.files.trust_dir.join("ca-bundle.crt");
     assert!(
         out.stdout_str()
             .contains(&format!("SSL_CERT_FILE={}\n", bundle.display())),
@@ -1080,7 +921,7 @@ fn drop_only_changes_nothing_but_privilege() {
     );
     assert_no_privilege(&out.stdout_str());
     drop(lab);
-    machine.assert_unchanged();
+    assert_unchanged(&machine);
 }
 
 #[test]
@@ -1127,7 +968,7 @@ fn not_pid1_and_read_only_proc_sys() {
     assert!(s["orphans"].contains("adopted=1\n"), "{out:?}");
     assert!(s["orphans"].contains("zombies=0\n"), "{out:?}");
     drop(lab);
-    machine.assert_unchanged();
+    assert_unchanged(&machine);
 }
 
 #[test]
@@ -1156,7 +997,7 @@ fn values_already_set_behind_a_read_only_proc_sys_give_no_warning() {
         "{out:?}"
     );
     drop(lab);
-    machine.assert_unchanged();
+    assert_unchanged(&machine);
 }
 
 /// The ELF program header types of a binary.
@@ -1245,18 +1086,9 @@ fn static_binary_is_static_small_and_fast() {
             } else {
                 "exec date +%s%N".to_owned()
             };
-            let argv = wrap(
-                fx,
-                &sh(&format!("date +%s%N; {inner}"))
-                    .into_iter()
-                    .collect::<Vec<_>>(),
-            );
+            let argv = fx.files.as_pid1(&sh(&format!("date +%s%N; {inner}")));
             let mut exec = lab.command(Host::Agent, &argv);
-            for (k, v) in [
-                ("BOTTLENECK_GATEWAY", GATEWAY.to_owned()),
-                ("BOTTLENECK_CA_FILE", fx.ca_file.display().to_string()),
-                ("BOTTLENECK_TRUST_DIR", fx.trust_dir.display().to_string()),
-            ] {
+            for (k, v) in fx.files.env() {
                 exec = exec.env(k, v);
             }
             exec.run().unwrap()
@@ -1275,5 +1107,5 @@ fn static_binary_is_static_small_and_fast() {
         shim.saturating_sub(base) as f64 / 1e6
     );
     drop(lab);
-    machine.assert_unchanged();
+    assert_unchanged(&machine);
 }

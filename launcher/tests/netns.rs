@@ -14,7 +14,6 @@
 // Test support code may panic: a failed setup is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -22,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bottleneck_lab::shim::sections;
 use bottleneck_lab::{GatewayMode, Host, Lab, RequestRecord, RootSnapshot, require_root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bottleneck");
@@ -199,22 +199,6 @@ fn wait_for_file(path: &Path, launch: &mut Launch, timeout: Duration) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn sections(text: &str) -> BTreeMap<String, String> {
-    let mut map = BTreeMap::new();
-    let mut current = String::from("head");
-    for line in text.lines() {
-        if let Some(name) = line.strip_prefix("==").and_then(|l| l.strip_suffix("==")) {
-            current = name.to_owned();
-            map.entry(current.clone()).or_insert_with(String::new);
-            continue;
-        }
-        let entry: &mut String = map.entry(current.clone()).or_default();
-        entry.push_str(line);
-        entry.push('\n');
-    }
-    map
 }
 
 fn pids_in(ns: &str) -> Vec<u32> {

@@ -93,6 +93,12 @@ pub enum LabError {
     /// ranges...).
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// The machine's own files differ from a [`crate::shim::MachineFiles`] snapshot.
+    #[error("the machine's files changed: {}", changes.join("; "))]
+    MachineChanged {
+        /// What changed, one line each ([`crate::shim::MachineFiles::diff`]).
+        changes: Vec<String>,
+    },
     /// A background thread of the lab panicked.
     #[error("lab thread panicked: {0}")]
     ThreadPanicked(String),

@@ -28,8 +28,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Exit status of the wrapper when it could not set up the command's mounts.
 pub const SETUP_FAILED: i32 = 125;
 
-/// Binds each `SRC DST` pair (up to `--`), then runs the rest.
-const WRAPPER: &str = r#"while [ "$1" != -- ]; do
+/// Binds each `SRC DST` pair (up to `--`), then runs the rest (also the shim fixture's,
+/// [`crate::shim::ShimFiles::bind_and_run`]).
+pub(crate) const WRAPPER: &str = r#"while [ "$1" != -- ]; do
   mount --bind "$1" "$2" || { echo "bnlab: cannot bind-mount $1 over $2" >&2; exit 125; }
   shift 2
 done

@@ -19,6 +19,10 @@
 //! the lab's resolv.conf through a private bind mount. Dropping the lab (also during a
 //! panic) removes everything; a SIGKILLed run's leftovers are swept by the next lab.
 //!
+//! The [`shim`] module runs the real init shim (`bottleneck-init`) in the agent namespace
+//! with per-lab copies of the files it writes bind-mounted over the machine's, and proves
+//! the machine's own copies unchanged ([`MachineFiles`]).
+//!
 //! Every lab test starts with [`require_root`]: outside CI a test without root is skipped
 //! with a message; with `CI` set it fails instead.
 //!
@@ -36,6 +40,7 @@ pub mod http;
 pub mod lab;
 pub mod netns;
 pub mod process;
+pub mod shim;
 pub mod snapshot;
 
 pub use crate::ca::{Leaf, TestCa};
@@ -46,6 +51,7 @@ pub use crate::exec::Exec;
 pub use crate::http::{HttpOrigin, RequestRecord};
 pub use crate::lab::{GatewayMode, Host, Lab, LabBuilder};
 pub use crate::process::{ExecOutput, LabProcess};
+pub use crate::shim::{MachineFiles, ShimFiles};
 pub use crate::snapshot::RootSnapshot;
 
 /// Why lab tests cannot run here, if they cannot: not root, or no `ip` binary.

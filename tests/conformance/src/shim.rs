@@ -5,8 +5,10 @@
 //! --mount-proc`), inside the private mount namespace every lab command gets. The files it
 //! reads (/etc/passwd and /etc/group, with a `node` user, uid 1000) and writes
 //! (/etc/resolv.conf, every system CA bundle) are per-lab copies bind-mounted over the
-//! machine's files there; its trust directory is a lab directory.
-//! [`ShimFixture::unchanged`] proves the machine's own copies are byte-identical.
+//! machine's files there ([`ShimFiles`], from the lab crate); its trust directory is a lab
+//! directory. [`ShimFixture::unchanged`] proves the machine's own copies are
+//! byte-identical. This fixture adds the agent's ways back to privilege (setuid and
+//! file-capability binaries) and a probe script.
 //!
 //! The [`Neighbour`] is another host on the agent's L2 network (as the container host is on
 //! an Apple Container network): a macvlan of the gateway's agent-side interface in a
@@ -22,89 +24,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bottleneck_lab::addr::GATEWAY_AGENT_V4;
+use bottleneck_lab::shim::{MachineFiles, ShimFiles, shim_binary};
 use bottleneck_lab::{Exec, ExecOutput, Host, Lab};
 
-use crate::workspace_bin;
+pub use bottleneck_lab::shim::{AGENT_PATH, AGENT_UID};
 
-/// The agent's user after the shim (the fixture's `node`).
-pub const AGENT_UID: u32 = 1000;
-
-/// A PATH the agent's user can use (no directory under /root).
-pub const AGENT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The system CA bundles the shim appends to (`bottleneck_init::trust::SYSTEM_BUNDLES`;
-/// that package is not a dependency of this one).
-const SYSTEM_BUNDLES: [&str; 6] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-    "/etc/pki/tls/cert.pem",
-];
-
-/// Binds `SRC DST` pairs up to `--`, then runs the rest (as the lab's own wrapper does).
-const BIND_AND_RUN: &str = r#"while [ "$1" != -- ]; do
-  mount --bind "$1" "$2" || { echo "shim fixture: cannot bind-mount $1 over $2" >&2; exit 125; }
-  shift 2
-done
-shift
-exec "$@""#;
-
-/// The system CA bundles present here, symlinks resolved, each once.
-fn system_bundles() -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = Vec::new();
-    for candidate in SYSTEM_BUNDLES {
-        if let Ok(real) = std::fs::canonicalize(candidate)
-            && real.is_file()
-            && !out.contains(&real)
-        {
-            out.push(real);
-        }
-    }
-    out
-}
-
-/// The machine's files the shim would write, byte for byte, and whether its default trust
-/// directory exists.
-#[derive(Debug, PartialEq, Eq)]
-struct MachineFiles(BTreeMap<PathBuf, Option<Vec<u8>>>, bool);
-
-impl MachineFiles {
-    fn take() -> MachineFiles {
-        let mut paths: Vec<PathBuf> = [
-            "/etc/passwd",
-            "/etc/group",
-            "/etc/resolv.conf",
-            "/etc/hosts",
-            "/etc/nsswitch.conf",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
-        paths.extend(SYSTEM_BUNDLES.iter().map(PathBuf::from));
-        paths.extend(system_bundles());
-        MachineFiles(
-            paths
-                .into_iter()
-                .map(|p| (p.clone(), std::fs::read(&p).ok()))
-                .collect(),
-            Path::new("/etc/bottleneck").exists(),
-        )
-    }
-}
-
-/// Per-lab copies of the files the shim reads and writes, and the binaries the agent
-/// tries to regain privilege with.
+/// Per-lab copies of the files the shim reads and writes ([`ShimFiles`]), and the
+/// binaries the agent tries to regain privilege with.
 pub struct ShimFixture {
-    /// The fixture's directory (0755, in the lab's directory).
-    pub dir: PathBuf,
-    binds: Vec<(PathBuf, PathBuf)>,
-    /// The agent's /etc/resolv.conf (a copy the shim writes through its bind mount).
-    pub resolv: PathBuf,
-    /// The shim's trust directory.
-    pub trust_dir: PathBuf,
+    /// The files bind-mounted over the machine's (in the lab directory `shim`).
+    pub files: ShimFiles,
     /// A setuid-root copy of `ip`.
     pub suid_ip: PathBuf,
     /// A setuid-root copy of `cat`.
@@ -115,7 +44,6 @@ pub struct ShimFixture {
     pub fcaps_python: PathBuf,
     /// [`PROBE_PY`], readable by the agent.
     pub probe_py: PathBuf,
-    ca_file: PathBuf,
     shim: PathBuf,
     machine: MachineFiles,
 }
@@ -164,42 +92,8 @@ impl ShimFixture {
     /// bottle CA).
     pub fn new(lab: &Lab, ca_file: &Path) -> ShimFixture {
         let machine = MachineFiles::take();
-        let dir = lab.dir().join("shim");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let write = |file: &str, text: &str| {
-            let p = dir.join(file);
-            std::fs::write(&p, text).unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-            p
-        };
-        let home = lab.home().display().to_string();
-        let passwd = write(
-            "passwd",
-            &format!(
-                "root:x:0:0:root:/root:/bin/sh\n\
-                 node:x:{AGENT_UID}:{AGENT_UID}:node:{home}:/bin/sh\n\
-                 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-            ),
-        );
-        let group = write(
-            "group",
-            &format!("root:x:0:\nnode:x:{AGENT_UID}:\nnogroup:x:65534:\n"),
-        );
-        let resolv = write(
-            "resolv.conf",
-            &std::fs::read_to_string(lab.resolv_conf_path(Host::Agent)).unwrap(),
-        );
-        let mut binds = vec![
-            (passwd, PathBuf::from("/etc/passwd")),
-            (group, PathBuf::from("/etc/group")),
-            (resolv.clone(), PathBuf::from("/etc/resolv.conf")),
-        ];
-        for (i, bundle) in system_bundles().into_iter().enumerate() {
-            let copy = dir.join(format!("bundle-{i}.pem"));
-            std::fs::copy(&bundle, &copy).unwrap();
-            binds.push((copy, bundle));
-        }
+        let files = ShimFiles::new(lab, "shim", ca_file).unwrap();
+        let dir = &files.dir;
 
         // The agent's ways back to privilege: setuid-root copies of ip and cat, and a copy
         // of python3 with file capabilities (setcap, from libcap2-bin).
@@ -224,19 +118,15 @@ impl ShimFixture {
             fcaps_python.display()
         );
 
-        let probe_py = write("probe.py", PROBE_PY);
+        let probe_py = files.write("probe.py", PROBE_PY).unwrap();
 
         ShimFixture {
             probe_py,
-            trust_dir: dir.join("trust"),
-            dir,
-            binds,
-            resolv,
+            files,
             suid_ip,
             suid_cat,
             fcaps_python,
-            ca_file: ca_file.to_owned(),
-            shim: workspace_bin("bottleneck-init"),
+            shim: shim_binary().unwrap_or_else(|e| panic!("{e}")),
             machine,
         }
     }
@@ -245,27 +135,11 @@ impl ShimFixture {
     /// `lab`'s agent namespace sets the network up, drops every privilege, switches to
     /// `node` and runs it. `env` adds shim settings (`BOTTLENECK_IPV6`...).
     pub fn command(&self, lab: &Lab, env: &[(&str, &str)], script: &str) -> Exec {
-        let mut argv: Vec<String> = vec![
-            "sh".into(),
-            "-c".into(),
-            BIND_AND_RUN.into(),
-            "shim-fixture".into(),
-        ];
-        for (src, dst) in &self.binds {
-            argv.push(src.display().to_string());
-            argv.push(dst.display().to_string());
-        }
-        argv.push("--".into());
-        argv.extend(["unshare", "--pid", "--fork", "--mount-proc"].map(String::from));
-        argv.push(self.shim.display().to_string());
-        argv.extend(["--", "sh", "-c", script].map(String::from));
-        let mut exec = lab
-            .command(Host::Agent, &argv)
+        let mut exec = self
+            .files
+            .command(lab, &self.shim, &["sh", "-c", script])
             .timeout(Duration::from_secs(40))
-            .env("PATH", AGENT_PATH)
-            .env("BOTTLENECK_GATEWAY", GATEWAY_AGENT_V4.to_string())
-            .env("BOTTLENECK_CA_FILE", &self.ca_file)
-            .env("BOTTLENECK_TRUST_DIR", &self.trust_dir);
+            .env("PATH", AGENT_PATH);
         for (k, v) in env {
             exec = exec.env(k, v);
         }
@@ -288,21 +162,7 @@ impl ShimFixture {
 
     /// Err unless the machine's own files are byte-identical to when the fixture was made.
     pub fn unchanged(&self) -> Result<(), String> {
-        let now = MachineFiles::take();
-        if now == self.machine {
-            Ok(())
-        } else {
-            let changed: Vec<&PathBuf> = now
-                .0
-                .iter()
-                .filter(|(p, v)| self.machine.0.get(*p) != Some(*v))
-                .map(|(p, _)| p)
-                .collect();
-            Err(format!(
-                "the machine's files changed: {changed:?} (/etc/bottleneck exists: {})",
-                now.1
-            ))
-        }
+        self.machine.check_unchanged().map_err(|e| e.to_string())
     }
 }
 

@@ -33,6 +33,7 @@ use bottleneck_lab::addr::{
     DNS_V4, DNS_V6, ECHO_V4, ECHO_V6, GATEWAY_WAN_V4, HTTP_ORIGIN_V4, HTTP_ORIGIN_V6, ORIGIN_V4,
     ORIGIN_V6, OTHER_ORIGIN_V4,
 };
+use bottleneck_lab::shim::{UNDO_ATTEMPTS, undo_attempts_script};
 use bottleneck_lab::{ExecOutput, Host};
 
 const SECRET: &str = "conformance-secret-5e1f0a";
@@ -2736,29 +2737,13 @@ fn shim_undo(s: &ShimCtx) -> Result<String, String> {
     ];
     shim_quiet(s, || {
         let script = format!(
-            "ip route replace default via {nbr}; echo route_replace=$?; \
-             ip route del 198.18.0.1 dev eth0; echo route_del=$?; \
-             ip link set eth0 down; echo link_down=$?; \
-             (echo nameserver 203.0.113.53 >> /etc/resolv.conf) 2>/dev/null; echo resolv_append=$?; \
-             (echo nameserver 203.0.113.53 > /etc/resolv.tmp) 2>/dev/null; echo etc_create=$?; \
-             mv /etc/resolv.conf /etc/resolv.old 2>/dev/null; echo resolv_move=$?; \
-             unshare -n true; echo unshare_net=$?; \
-             unshare -U -r ip route replace default via {nbr}; echo userns_route=$?; {probe}",
-            nbr = Neighbour::V4,
+            "{undo}{probe}",
+            undo = undo_attempts_script(Neighbour::V4),
             probe = s.probe(&specs)
         );
         let out = s.shim(&[], &script)?;
         let text = out.stdout_str();
-        let attempts = [
-            "route_replace",
-            "route_del",
-            "link_down",
-            "resolv_append",
-            "etc_create",
-            "resolv_move",
-            "unshare_net",
-            "userns_route",
-        ];
+        let attempts = UNDO_ATTEMPTS;
         for attempt in attempts {
             refused_rc(&text, attempt)?;
         }
@@ -2768,7 +2753,7 @@ fn shim_undo(s: &ShimCtx) -> Result<String, String> {
             return Err(format!("nbr4 reached the neighbour: {}", results["nbr4"]));
         }
         narrowed(&agent_routes(s))?;
-        let resolv = std::fs::read_to_string(&s.fx.resolv).unwrap_or_default();
+        let resolv = std::fs::read_to_string(&s.fx.files.resolv).unwrap_or_default();
         let nameservers: Vec<&str> = resolv
             .lines()
             .filter(|l| l.starts_with("nameserver"))
@@ -2800,7 +2785,7 @@ except Exception as e:
 
 /// Writes `text` as `name` into the shim fixture (readable by the agent).
 fn fixture_script(s: &ShimCtx, name: &str, text: &str) -> String {
-    let path = s.fx.dir.join(name);
+    let path = s.fx.files.dir.join(name);
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
 }
