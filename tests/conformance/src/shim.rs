@@ -48,17 +48,19 @@ pub struct ShimFixture {
     machine: MachineFiles,
 }
 
-/// `python3 probe.py NAME,tcp|udp,HOST,PORT[,broadcast] ...`: one attempt each, printing
+/// `python3 probe.py NAME,tcp|udp,HOST,PORT[,broadcast|,mcastif] ...`: one attempt each
+/// (`mcastif`: IPv4 multicast out of eth0 named with `IP_MULTICAST_IF`), printing
 /// `NAME=answered <first bytes>` (TCP: connected, sent a request head, got a reply),
 /// `NAME=sent` (UDP: the kernel took the datagram), `NAME=closed` or
 /// `NAME=failed <error>`. HOST may carry a zone (`fe80::1%eth0`).
-pub const PROBE_PY: &str = r#"import socket,sys
+pub const PROBE_PY: &str = r#"import socket,struct,sys
 for spec in sys.argv[1:]:
     name,kind,host,port=spec.split(',')[:4]
     try:
         fam,typ,_,_,addr=socket.getaddrinfo(host,int(port),0,socket.SOCK_STREAM if kind=='tcp' else socket.SOCK_DGRAM)[0]
         s=socket.socket(fam,typ); s.settimeout(2)
         if spec.endswith(',broadcast'): s.setsockopt(socket.SOL_SOCKET,socket.SO_BROADCAST,1)
+        if spec.endswith(',mcastif'): s.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_IF,struct.pack('4s4si',bytes(4),bytes(4),socket.if_nametoindex('eth0')))
         if kind=='tcp':
             s.connect(addr); s.sendall(b'GET / HTTP/1.1\r\nHost: neighbour.test\r\nConnection: close\r\n\r\n')
             d=s.recv(64); r=('answered '+repr(d[:40])) if d else 'closed'
@@ -167,14 +169,15 @@ impl ShimFixture {
 }
 
 /// Puts the agent namespace's network back as the lab built it (the shim narrows it: the
-/// connected /24 and /64 removed, IPv6 disabled or routed), so each shim cell starts from
-/// a container engine's setup.
+/// connected /24 and /64 removed, IPv6 disabled or routed, its egress filter added), so
+/// each shim cell starts from a container engine's setup.
 pub fn restore_agent_network(lab: &Lab) -> Result<(), String> {
     let script = "set -e; echo 0 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6; \
                   ip -6 addr replace 2001:db8:a::2/64 dev eth0 nodad; \
                   ip route replace 198.18.0.0/24 dev eth0 proto kernel scope link src 198.18.0.2; \
                   ip route replace default via 198.18.0.1 dev eth0; \
-                  ip -6 route replace default via 2001:db8:a::1 dev eth0";
+                  ip -6 route replace default via 2001:db8:a::1 dev eth0; \
+                  nft delete table inet bottleneck_agent 2>/dev/null || true";
     let out = lab
         .exec(Host::Agent, &["sh", "-c", script])
         .map_err(|e| e.to_string())?;
@@ -283,15 +286,24 @@ impl Neighbour {
             .unwrap_or_else(|| panic!("no link-local address on the neighbour: {addrs}"));
 
         let (tcp, udp): (TcpListener, Vec<UdpSocket>) = bottleneck_lab::netns::run_in(n, || {
-            // Dual-stack (a new namespace has net.ipv6.bindv6only = 0); UDP on the
-            // wildcard address also receives broadcasts and the all-nodes multicast.
+            // TCP dual-stack (a new namespace has net.ipv6.bindv6only = 0). UDP gets one
+            // socket per family on the wildcard address (they receive broadcasts and
+            // multicast to the all-hosts/all-nodes groups): IPv4 multicast is never
+            // delivered to a dual-stack IPv6 socket.
             let tcp =
                 TcpListener::bind(SocketAddr::from(([0u16; 8], Neighbour::TCP_PORT))).unwrap();
             tcp.set_nonblocking(true).unwrap();
+            std::fs::write("/proc/sys/net/ipv6/bindv6only", "1").unwrap();
             let udp = Neighbour::UDP_PORTS
                 .iter()
-                .map(|port| {
-                    let s = UdpSocket::bind(SocketAddr::from(([0u16; 8], *port))).unwrap();
+                .flat_map(|port| {
+                    [
+                        SocketAddr::from(([0u16; 8], *port)),
+                        SocketAddr::from(([0u8; 4], *port)),
+                    ]
+                })
+                .map(|addr| {
+                    let s = UdpSocket::bind(addr).unwrap();
                     s.set_nonblocking(true).unwrap();
                     s
                 })

@@ -66,6 +66,13 @@ dns:
 allow_ranges: [198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32]
 "#;
 
+/// The request-body bound the matrix's gateway runs with (row 15).
+const BODY_LIMIT: usize = 1 << 20;
+/// The per-client connection bound the matrix's gateway runs with (row 15).
+const CLIENT_CONNECTIONS: usize = 100;
+/// A second client on the agent network (row 15: others keep being served).
+const OTHER_CLIENT: &str = "198.18.0.4";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Col {
     Http,
@@ -118,7 +125,16 @@ impl Ctx {
         let b = Bottle::start(
             POLICY,
             &[("LAB_TOKEN", SECRET)],
-            &["--listen-proxy", PROXY, "--upstream-idle-seconds", "5"],
+            &[
+                "--listen-proxy",
+                PROXY,
+                "--upstream-idle-seconds",
+                "5",
+                "--max-request-body-bytes",
+                &BODY_LIMIT.to_string(),
+                "--max-connections-per-client",
+                &CLIENT_CONNECTIONS.to_string(),
+            ],
         );
         let dns = b.lab.dns();
         dns.add_a("loop.test", "127.0.0.1".parse().unwrap())
@@ -1542,17 +1558,11 @@ fn row8() -> Vec<Attack> {
             "the agent re-adds an on-link route, forges an ARP entry, or sends a hand-built Ethernet frame to the neighbour (after the shim)",
             vec![(Col::Direct, shim(shim_onlink_again))],
         ),
-        Attack {
-            hole: Some(
-                "UDP broadcast and link-local multicast still reach every host on the agent \
-                 network after the shim (reported, not fixed yet)",
-            ),
-            ..a(
-                8,
-                "UDP to the subnet broadcast (198.18.0.255), the limited broadcast (255.255.255.255) and, with IPv6 routed, all-nodes multicast (ff02::1) after the shim",
-                vec![(Col::Direct, shim(shim_broadcast))],
-            )
-        },
+        a(
+            8,
+            "UDP to the subnet broadcast (198.18.0.255), the limited broadcast (255.255.255.255), all-hosts multicast out of eth0 (IP_MULTICAST_IF) and, with IPv6 routed, all-nodes multicast (ff02::1) after the shim",
+            vec![(Col::Direct, shim(shim_broadcast))],
+        ),
     ]
 }
 
@@ -1662,24 +1672,49 @@ fn shim_onlink_again(s: &ShimCtx) -> Result<String, String> {
     })
 }
 
-/// Row 8 (a known hole): the /32 host route narrows unicast only; a broadcast or a
-/// link-local multicast datagram is still sent on the agent's L2 network, where every
-/// host (the neighbour here, the container host on Apple Container) receives it.
+/// Row 8: the /32 host route narrows unicast only; broadcast and multicast datagrams go
+/// on the agent's L2 network, where every host (the neighbour here, the container host on
+/// Apple Container) would receive them. The shim's egress filter must refuse each one.
 fn shim_broadcast(s: &ShimCtx) -> Result<String, String> {
     let v4 = [
         format!("{},broadcast", spec("bcast", "udp", "198.18.0.255", 9)),
         format!("{},broadcast", spec("lbcast", "udp", "255.255.255.255", 9)),
+        format!("{},mcastif", spec("mcast", "udp", "224.0.0.1", 9)),
     ];
     let mut v6 = v4.to_vec();
     v6.push(spec("allnodes", "udp", "ff02::1%eth0", 9));
+    let names = ["bcast", "lbcast", "mcast", "allnodes"];
+    // Control: without the shim every one of them reaches the neighbour.
+    let seen = s.nbr.datagrams().len();
+    s.unshimmed(&s.probe(&v6));
+    let arrived = s.nbr.datagrams();
+    let arrived = arrived.get(seen..).unwrap_or_default();
+    if let Some(missing) = names
+        .iter()
+        .find(|n| !arrived.iter().any(|d| d.contains(&format!("probe-{n}"))))
+    {
+        return Err(format!(
+            "control: without the shim {missing} did not reach the neighbour: {arrived:?}"
+        ));
+    }
     shim_quiet(s, || {
         let disabled = s.shim(&[], &s.probe(&v4))?;
         restore_agent_network(s.lab())?;
         let routed = s.shim(&V6_ROUTE, &s.probe(&v6))?;
+        let mut refused = Vec::new();
+        for (out, names) in [(&disabled, &names[..3]), (&routed, &names[..])] {
+            let results = probed(out, names)?;
+            for name in names {
+                let result = &results[*name];
+                if !result.starts_with("failed") {
+                    return Err(format!("{name} was sent: {result}"));
+                }
+                refused.push(format!("{name} {}", short(result)));
+            }
+        }
         Ok(format!(
-            "sent: {:?} / {:?}",
-            probe_results(&disabled.stdout_str()),
-            probe_results(&routed.stdout_str())
+            "without the shim all 4 reached the neighbour; with it: {}",
+            refused.join(", ")
         ))
     })
 }
@@ -2497,7 +2532,155 @@ fn row15() -> Vec<Attack> {
             })
         })),
     ]));
+    out.push(a(
+        15,
+        "a request body declared over the bound (Content-Length 4 MiB, 1 MiB allowed)",
+        [Col::Http, Col::Tls1, Col::Tls2, Col::Proxy]
+            .into_iter()
+            .map(|col| (col, body_over_bound(col, true)))
+            .collect(),
+    ));
+    out.push(a(
+        15,
+        "a body without end (chunked h1, an h2 stream without a length) past the bound",
+        [Col::Http, Col::Tls1, Col::Tls2, Col::Proxy]
+            .into_iter()
+            .map(|col| (col, body_over_bound(col, false)))
+            .collect(),
+    ));
+    out.push(a(
+        15,
+        "a client opening connections without end (100 held open): its next one is closed, another client is served",
+        [Col::Http, Col::Tls1, Col::Proxy]
+            .into_iter()
+            .map(|col| (col, connection_flood(col)))
+            .collect(),
+    ));
     out
+}
+
+/// Row 15: 4 MiB to a route through `col`, its length declared (refused before anything
+/// goes upstream) or streamed (cut off at the bound: the origin never gets a whole
+/// request); the agent gets 413.
+fn body_over_bound(col: Col, declared: bool) -> Cell {
+    run(move |c: &Ctx| {
+        let m = c.marker();
+        let size = 4 * BODY_LIMIT;
+        let file = c.b.lab.dir().join(format!("body-{m}"));
+        std::fs::write(&file, vec![b'x'; size]).map_err(|e| e.to_string())?;
+        let data = format!("@{}", file.display());
+        let path = format!("/echo/{m}");
+        let send = || -> Result<String, String> {
+            let mut extra = vec!["--data-binary", data.as_str()];
+            if !declared {
+                extra.extend(["-H", "Transfer-Encoding: chunked"]);
+            }
+            let curl = match col {
+                Col::Http => c.http("allowed.test", &path, &extra),
+                Col::Tls1 => c.tls("--http1.1", "allowed.test", &path, &extra),
+                Col::Proxy => c.proxy(&format!("http://http.test{path}"), &extra),
+                _ => {
+                    let ca = std::fs::read(&c.b.ca_pem).map_err(|e| e.to_string())?;
+                    let uri = format!("https://allowed.test{path}");
+                    let st =
+                        c.b.lab
+                            .run_in(Host::Agent, move || h2_upload(ca, &uri, size, declared))
+                            .map_err(|e| e.to_string())??;
+                    return if st == 413 {
+                        Ok("413".into())
+                    } else {
+                        Err(format!("expected 413, got {st}"))
+                    };
+                }
+            };
+            status(&curl, &[413])
+        };
+        // A declared length is refused before the upstream is dialled at all.
+        let result = if declared { quiet(c, send) } else { send() };
+        let reached = c.reached(&m);
+        if !reached.is_empty() {
+            return Err(format!("the origin received the request: {reached:?}"));
+        }
+        result.map(|r| format!("{r}, the origin got no request"))
+    })
+}
+
+/// Row 15: the agent holds [`CLIENT_CONNECTIONS`] connections open on the TLS port; its
+/// next connection to `col`'s listener is closed before a byte is read, while a second
+/// client on the agent network is served through the same listener.
+fn connection_flood(col: Col) -> Cell {
+    run(move |c: &Ctx| {
+        let m = c.marker();
+        let lab = &c.b.lab;
+        let addr = format!("{OTHER_CLIENT}/24");
+        let add = lab
+            .exec(Host::Agent, &["ip", "addr", "add", &addr, "dev", "eth0"])
+            .map_err(|e| e.to_string())?;
+        if !add.success() {
+            return Err(format!("adding the second client: {add:?}"));
+        }
+        let release = lab.dir().join(format!("release-{m}"));
+        let (ip, port) = match col {
+            Col::Http => (ORIGIN_V4.to_string(), 80),
+            Col::Tls1 => (ORIGIN_V4.to_string(), 443),
+            _ => ("198.18.0.1".to_owned(), 3128),
+        };
+        let script = format!(
+            "import os\nheld=[conn('{ORIGIN_V4}',443,None,False,timeout=5) for _ in range({CLIENT_CONNECTIONS})]\n\
+             time.sleep(0.3)\ns=conn('{ip}',{port},None,False,timeout=5)\ns.settimeout(3)\nt=time.time()\n\
+             try:\n  r='closed' if s.recv(1)==b'' else 'data'\nexcept ConnectionResetError:\n  r='closed'\nexcept Exception as e:\n  r=type(e).__name__\n\
+             print('NEXT', r, '%.2f' % (time.time()-t), flush=True)\n\
+             end=time.time()+30\nwhile not os.path.exists('{}') and time.time()<end: time.sleep(0.05)\n",
+            release.display()
+        );
+        let mut flood = lab
+            .command(
+                Host::Agent,
+                &[
+                    "python3",
+                    "-c",
+                    &format!("{}\n{script}", bottleneck_conformance::PY_PRELUDE),
+                ],
+            )
+            .timeout(Duration::from_secs(60))
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let next = flood.wait_for_output("NEXT", Duration::from_secs(20));
+        let other = match col {
+            Col::Http => c.http(
+                "allowed.test",
+                &format!("/echo/{m}"),
+                &["--interface", OTHER_CLIENT],
+            ),
+            Col::Tls1 => c.tls(
+                "--http1.1",
+                "allowed.test",
+                &format!("/echo/{m}"),
+                &["--interface", OTHER_CLIENT],
+            ),
+            _ => c.proxy(
+                &format!("http://http.test/echo/{m}"),
+                &["--interface", OTHER_CLIENT],
+            ),
+        };
+        let _ = std::fs::write(&release, "");
+        let _ = flood.wait_timeout(Duration::from_secs(10));
+        let text = String::from_utf8_lossy(&flood.stdout()).into_owned();
+        let _ = lab.exec(Host::Agent, &["ip", "addr", "del", &addr, "dev", "eth0"]);
+        next.map_err(|e| format!("{e}: {text}"))?;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("NEXT"))
+            .unwrap_or_default();
+        if !line.starts_with("NEXT closed") {
+            return Err(format!(
+                "the next connection was not closed at once: {text}"
+            ));
+        }
+        status(&other, &[200])
+            .map(|o| format!("{}; the second client: {o}", line.trim()))
+            .map_err(|e| format!("the second client was not served: {e}"))
+    })
 }
 
 /// Slowloris on its own gateway: 30 connections trickle a request head; the gateway must
@@ -3025,6 +3208,76 @@ fn h2_content_length(ca: Vec<u8>, uri: &str) -> Result<u16, String> {
             )))
             .unwrap();
         match tokio::time::timeout(Duration::from_secs(5), sender.send_request(req)).await {
+            Ok(Ok(resp)) => Ok(resp.status().as_u16()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timeout".into()),
+        }
+    })
+}
+
+/// `left` bytes in 64 KiB frames; its length declared (an exact size hint, so hyper sends
+/// content-length) or not (a stream).
+struct Upload {
+    left: usize,
+    declared: bool,
+}
+
+impl hyper::body::Body for Upload {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(64 * 1024);
+        self.left -= n;
+        let frame = hyper::body::Frame::data(bytes::Bytes::from(vec![b'x'; n]));
+        std::task::Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        if self.declared {
+            hyper::body::SizeHint::with_exact(self.left as u64)
+        } else {
+            hyper::body::SizeHint::default()
+        }
+    }
+}
+
+/// An h2 POST of `size` bytes to `uri` over transparent TLS: the response status.
+fn h2_upload(ca: Vec<u8>, uri: &str, size: usize, declared: bool) -> Result<u16, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect((ORIGIN_V4, 443))
+            .await
+            .map_err(|e| e.to_string())?;
+        let name =
+            rustls::pki_types::ServerName::try_from("allowed.test").map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(client_config(&ca, b"h2"))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = http::Request::post(uri)
+            .body(Upload {
+                left: size,
+                declared,
+            })
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(Duration::from_secs(10), sender.send_request(req)).await {
             Ok(Ok(resp)) => Ok(resp.status().as_u16()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("timeout".into()),
