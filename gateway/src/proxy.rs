@@ -272,7 +272,7 @@ impl Proxy {
         let kind = conn.kind();
         let (mut parts, body) = req.into_parts();
         let declared = hyper::body::Body::size_hint(&body).lower();
-        let checked = request_head::check(
+        let checked = match request_head::check(
             conn,
             snapshot,
             &parts,
@@ -280,7 +280,20 @@ impl Proxy {
             declared,
             self.max_body,
             record,
-        )?;
+        ) {
+            Ok(checked) => checked,
+            Err(refusal) => {
+                // A client waiting for 100 Continue sends nothing more: nothing to drain.
+                let expects_continue = parts
+                    .headers
+                    .get(header::EXPECT)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+                if !expects_continue {
+                    discard_in_background(body);
+                }
+                return Err(refusal);
+            }
+        };
         let name = checked.name;
         let agent_upgrade = request_head::is_websocket_upgrade(&parts)
             .then(|| parts.extensions.remove::<OnUpgrade>())
@@ -314,7 +327,7 @@ impl Proxy {
                 .await;
         }
         let body = CountedBody {
-            inner: body,
+            inner: Some(body),
             upload: upload.clone(),
             limit: self.max_body,
         };
@@ -482,7 +495,8 @@ pub struct BodyTooLarge {
 /// they would pass `limit` (so the upstream sees an incomplete request, never a cut one
 /// that looks whole).
 pub struct CountedBody {
-    inner: Incoming,
+    /// `None` once cut off at the bound (the rest is being discarded).
+    inner: Option<Incoming>,
     upload: Arc<Upload>,
     limit: u64,
 }
@@ -495,7 +509,10 @@ impl hyper::body::Body for CountedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
@@ -503,6 +520,9 @@ impl hyper::body::Body for CountedBody {
             let len = data.len() as u64;
             if sent.saturating_add(len) > self.limit {
                 self.upload.too_large.store(true, Ordering::Relaxed);
+                if let Some(rest) = self.inner.take() {
+                    discard_in_background(rest);
+                }
                 let limit = self.limit;
                 return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
             }
@@ -512,12 +532,37 @@ impl hyper::body::Body for CountedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(SizeHint::default, Incoming::size_hint)
     }
+}
+
+/// Most of a refused request's body read and thrown away, and for how long.
+const DISCARD_BYTES: u64 = 8 << 20;
+const DISCARD_TIME: Duration = Duration::from_secs(5);
+
+/// Reads and throws away what is left of a refused request's body (bounded), so the
+/// refusal reaches the agent: closing a connection with unread data makes the kernel
+/// reset it, and an h1 client still sending then reports a send failure instead of the
+/// 403/413 it was sent; over h2 the client finishes its stream instead of being reset.
+fn discard_in_background(mut body: Incoming) {
+    tokio::spawn(async move {
+        let mut read = 0u64;
+        let _ = tokio::time::timeout(DISCARD_TIME, async {
+            while let Some(Ok(frame)) = body.frame().await {
+                read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if read > DISCARD_BYTES {
+                    break;
+                }
+            }
+        })
+        .await;
+    });
 }
 
 /// The response on its way to the agent: counts the bytes and writes the audit record
