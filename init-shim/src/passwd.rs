@@ -410,26 +410,16 @@ dup:x:1000:node
     /// the dropped ids caught, after the network was set up.
     #[test]
     fn an_id_of_4294967295_in_passwd_or_group_is_malformed_not_unchanged() {
-        let err = resolve(
+        for line in [
             "node:x:4294967295:1000::/home/node:/bin/sh\n",
-            "",
-            &spec("node"),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(err, LookupError::Malformed { line: 1, .. }),
-            "{err}"
-        );
-        let err = resolve(
             "node:x:1000:4294967295::/home/node:/bin/sh\n",
-            "",
-            &spec("node"),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(err, LookupError::Malformed { line: 1, .. }),
-            "{err}"
-        );
+        ] {
+            let err = resolve(line, "", &spec("node")).unwrap_err();
+            assert!(
+                matches!(err, LookupError::Malformed { line: 1, .. }),
+                "{err}"
+            );
+        }
         assert!(parse_group("bad:x:4294967295:node\n").is_empty());
     }
 

@@ -2532,22 +2532,22 @@ fn row15() -> Vec<Attack> {
             })
         })),
     ]));
-    out.push(a(
-        15,
-        "a request body declared over the bound (Content-Length 4 MiB, 1 MiB allowed)",
-        [Col::Http, Col::Tls1, Col::Tls2, Col::Proxy]
+    for (declared, name) in [
+        (
+            true,
+            "a request body declared over the bound (Content-Length 4 MiB, 1 MiB allowed)",
+        ),
+        (
+            false,
+            "a body without end (chunked h1, an h2 stream without a length) past the bound",
+        ),
+    ] {
+        let cells = [Col::Http, Col::Tls1, Col::Tls2, Col::Proxy]
             .into_iter()
-            .map(|col| (col, body_over_bound(col, true)))
-            .collect(),
-    ));
-    out.push(a(
-        15,
-        "a body without end (chunked h1, an h2 stream without a length) past the bound",
-        [Col::Http, Col::Tls1, Col::Tls2, Col::Proxy]
-            .into_iter()
-            .map(|col| (col, body_over_bound(col, false)))
-            .collect(),
-    ));
+            .map(|col| (col, body_over_bound(col, declared)))
+            .collect();
+        out.push(a(15, name, cells));
+    }
     out.push(a(
         15,
         "a client opening connections without end (100 held open): its next one is closed, another client is served",
