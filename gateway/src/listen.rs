@@ -60,8 +60,8 @@ impl Listeners {
     }
 
     async fn serve(self: Arc<Self>, listener: TcpListener, tls: bool) {
+        let kind = if tls { Kind::Tls } else { Kind::Http };
         loop {
-            let kind = if tls { Kind::Tls } else { Kind::Http };
             let Some((stream, client, permit)) =
                 self.admission.accept(&listener, kind.as_str()).await
             else {
