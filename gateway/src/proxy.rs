@@ -28,7 +28,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::audit::{Audit, Record, elide_query};
 use crate::request_head::{self, BODY_TOO_LARGE, body_too_large};
-use crate::splice::splice;
+use crate::splice::{Moved, splice};
 use crate::state::{PolicyHandle, Snapshot};
 use crate::upstream::{Connector, Upstream, UpstreamAddr, UpstreamStream};
 
@@ -323,7 +323,7 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         if let Some(agent_upgrade) = agent_upgrade {
             return self
-                .forward_upgrade(kind, name, parts, agent_upgrade, record)
+                .forward_upgrade(kind, name, parts, agent_upgrade, record, upload)
                 .await;
         }
         let body = CountedBody {
@@ -373,6 +373,7 @@ impl Proxy {
         mut parts: http::request::Parts,
         agent_upgrade: hyper::upgrade::OnUpgrade,
         record: &mut Record,
+        upload: &Upload,
     ) -> Result<Response<Body>, Refusal> {
         let unreachable = |cause: String| Refusal {
             status: StatusCode::BAD_GATEWAY,
@@ -428,6 +429,10 @@ impl Proxy {
         let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switched {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
+            // The request's audit line waits for the tunnel's byte counts (as a
+            // passthrough splice's does); a tunnel that never opens reports none.
+            let (carried, counts) = tokio::sync::oneshot::channel();
+            upload.await_tunnel(counts);
             tokio::spawn(async move {
                 let (agent, upstream) = tokio::join!(agent_upgrade, upstream_upgrade);
                 let (Ok(agent), Ok(upstream)) = (agent, upstream) else {
@@ -435,10 +440,11 @@ impl Proxy {
                     return;
                 };
                 let (mut agent, mut upstream) = (TokioIo::new(agent), TokioIo::new(upstream));
-                let (_, error) = splice(&mut agent, &mut upstream, UPGRADED_IDLE).await;
+                let (moved, error) = splice(&mut agent, &mut upstream, UPGRADED_IDLE).await;
                 if let Some(e) = error {
                     tracing::debug!(error = %e, "WebSocket tunnel ended with an error");
                 }
+                let _ = carried.send(moved);
             });
         }
         let (mut parts, body) = response.into_parts();
@@ -475,13 +481,27 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// What went upstream of one request body.
+/// What went upstream of one request body, or through its WebSocket tunnel.
 #[derive(Debug, Default)]
 pub struct Upload {
     /// Bytes forwarded.
     bytes: AtomicU64,
     /// The body grew past the bound and was cut off.
     too_large: AtomicBool,
+    /// A WebSocket tunnel's byte counts, sent when it closes.
+    tunnel: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<Moved>>>,
+}
+
+impl Upload {
+    fn await_tunnel(&self, counts: tokio::sync::oneshot::Receiver<Moved>) {
+        if let Ok(mut tunnel) = self.tunnel.lock() {
+            *tunnel = Some(counts);
+        }
+    }
+
+    fn take_tunnel(&self) -> Option<tokio::sync::oneshot::Receiver<Moved>> {
+        self.tunnel.lock().ok().and_then(|mut tunnel| tunnel.take())
+    }
 }
 
 /// The body grew past the bound (the error that cuts the upstream request off).
@@ -581,18 +601,35 @@ struct AuditedBody {
 
 impl AuditedBody {
     fn finish(&mut self) {
-        if let Some((audit, mut record)) = self.finish.take() {
-            record.bytes_up = self.upload.bytes.load(Ordering::Relaxed);
-            // The upstream answered before the body was cut off: still not a whole request.
-            if self.upload.too_large.load(Ordering::Relaxed) {
-                record.decision = "deny";
-                record.reason = BODY_TOO_LARGE;
-            }
-            record.bytes_down = self.bytes_down;
-            record.duration_ms =
-                u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            audit.write(record);
+        let Some((audit, mut record)) = self.finish.take() else {
+            return;
+        };
+        record.bytes_up = self.upload.bytes.load(Ordering::Relaxed);
+        // The upstream answered before the body was cut off: still not a whole request.
+        if self.upload.too_large.load(Ordering::Relaxed) {
+            record.decision = "deny";
+            record.reason = BODY_TOO_LARGE;
         }
+        record.bytes_down = self.bytes_down;
+        let started = self.started;
+        let elapsed = move |record: &mut Record| {
+            record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        };
+        if let Some(tunnel) = self.upload.take_tunnel()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if let Ok(moved) = tunnel.await {
+                    record.bytes_up = moved.up;
+                    record.bytes_down = moved.down;
+                }
+                elapsed(&mut record);
+                audit.write(record);
+            });
+            return;
+        }
+        elapsed(&mut record);
+        audit.write(record);
     }
 }
 

@@ -617,6 +617,23 @@ fn websocket_upgrades_flow_both_ways_when_the_route_allows_them() {
         format!("HTTP/1.1 101 Switching Protocols\n['{accept}']\nhello-ws"),
         "{https}"
     );
+    // Its audit line is written when the tunnel closes, with what the tunnel carried.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let tunnel_line = loop {
+        let line = bottle.audit_text().lines().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["path"] == "/ws" && v["status"] == 101).then_some(v)
+        });
+        match line {
+            Some(v) => break v,
+            None if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            None => panic!("no audit line for the tunnel: {}", bottle.audit_text()),
+        }
+    };
+    assert_eq!(tunnel_line["bytes_up"], 8, "{tunnel_line}");
+    assert_eq!(tunnel_line["bytes_down"], 8, "{tunnel_line}");
     let http = run(websocket_script(
         &ca,
         bottleneck_lab::addr::HTTP_ORIGIN_V4.into(),
