@@ -424,7 +424,12 @@ def hello_reply(s, ch):
 "#;
 
 fn run_cell(ctx: &Ctx, check: &Check) -> Result<String, String> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(ctx))) {
+    caught(|| check(ctx))
+}
+
+/// A check's result, a panic inside it becoming a failed cell rather than a lost matrix.
+fn caught(check: impl FnOnce() -> Result<String, String>) -> Result<String, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)) {
         Ok(r) => r,
         Err(p) => Err(format!(
             "panicked: {}",
@@ -528,16 +533,7 @@ fn shim_quiet(
 
 fn run_shim_cell(s: &ShimCtx, check: &ShimCheck) -> Result<String, String> {
     restore_agent_network(s.lab())?;
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(s))) {
-        Ok(r) => r,
-        Err(p) => Err(format!(
-            "panicked: {}",
-            p.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default()
-        )),
-    }
+    caught(|| check(s))
 }
 
 /// A probe spec for [`ShimCtx::probe`].
